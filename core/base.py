@@ -1,0 +1,176 @@
+"""The detector contract: a scikit-learn estimator with PyOD's outlier-detection conventions.
+
+A detector implements two hooks, :meth:`BaseDetector._fit` and :meth:`BaseDetector._score`; this base owns
+input validation, feature names, thresholding, labels, probabilities and explanations, so every detector
+(deep or not, labelled or not) behaves the same at the boundary. Higher scores mean more anomalous.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from aeguard.core import thresholds as th
+from aeguard.core.validation import (
+    check_features,
+    check_labels,
+    check_scores,
+    default_feature_names,
+    feature_names_of,
+)
+from sklearn.base import BaseEstimator, OutlierMixin
+
+
+@dataclass
+class ScoreOutput:
+    """One scoring pass: the score, per-feature contributions and named component scores."""
+
+    score: np.ndarray
+    contrib: np.ndarray | None = None
+    components: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def fingerprint(X: np.ndarray) -> dict[str, Any]:
+    """A training-data fingerprint for the manifest: shape and sha256 of the float64 bytes."""
+    arr = np.ascontiguousarray(X, dtype=np.float64)
+    return {"n_rows": int(arr.shape[0]), "n_features": int(arr.shape[1]),
+            "sha256": hashlib.sha256(arr.tobytes()).hexdigest()}
+
+
+def resolve_seed(random_state: Any) -> int:
+    """An int seed from ``random_state`` (None draws one, recorded so the fit can be repeated)."""
+    if random_state is None:
+        return int(np.random.SeedSequence().generate_state(1)[0] % (2**31 - 1))
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(0, 2**31 - 1))
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"random_state must be non-negative, got {random_state}")
+        return int(random_state)
+    raise ValueError(f"random_state must be None, an int or a RandomState, got {random_state!r}")
+
+
+class BaseDetector(OutlierMixin, BaseEstimator):
+    """Base of every aeguard detector.
+
+    Subclasses declare their hyperparameters explicitly in ``__init__`` (each stored unchanged under its
+    own name, scikit-learn style; ``contamination`` and ``random_state`` among them) and implement:
+
+    - ``_fit(X, y)``: learn from a validated float64 matrix; ``y`` is ``None`` or optional labels.
+    - ``_score(X) -> ScoreOutput``: score a validated float64 matrix.
+    - ``_fit_scores(X)`` (optional): fit-set scores for the threshold when they differ from ``_score``.
+
+    Learned state ends with an underscore. ``exportable`` says whether :meth:`export_onnx` exists.
+    """
+
+    exportable: ClassVar[bool] = False
+    contamination: Any = 0.1
+    random_state: Any = None
+
+    # --- hooks -------------------------------------------------------------------------------------
+    def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
+        raise NotImplementedError
+
+    def _score(self, X: np.ndarray) -> ScoreOutput:
+        raise NotImplementedError
+
+    def _fit_scores(self, X: np.ndarray) -> np.ndarray:
+        return self._score(X).score
+
+    # --- estimator API ---------------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None) -> BaseDetector:
+        """Fit on ``X`` (array or DataFrame); ``y`` is optional and ignored by unsupervised detectors."""
+        th.check_contamination(self.contamination)
+        names = feature_names_of(X)
+        X_arr = check_features(X)
+        if X_arr.shape[0] < 2:
+            raise ValueError(f"need at least 2 rows to fit, got {X_arr.shape[0]}")
+        y_arr = check_labels(y, X_arr.shape[0])
+        self.n_features_in_ = X_arr.shape[1]
+        if names is not None:
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self.seed_ = resolve_seed(self.random_state)
+        self.fingerprint_ = fingerprint(X_arr)
+        self._fit(X_arr, y_arr)
+        scores = check_scores(self._fit_scores(X_arr))
+        self.decision_scores_ = scores
+        self.calibration_ = th.calibration_from_scores(scores)
+        self.threshold_ = th.threshold_from_scores(scores, self.contamination)
+        self.threshold_rule_ = {"contamination": self.contamination}
+        self.labels_ = th.labels(scores, self.threshold_)
+        return self
+
+    @property
+    def feature_names_(self) -> list[str]:
+        """Fitted feature names (``x0..`` when fitted on an array)."""
+        self._check_fitted()
+        if hasattr(self, "feature_names_in_"):
+            return [str(n) for n in self.feature_names_in_]
+        return default_feature_names(self.n_features_in_)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "threshold_"):
+            raise RuntimeError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
+
+    def _validate(self, X: Any) -> np.ndarray:
+        """Check ``X`` against the fitted layout: by column name when both sides have names, else by width."""
+        self._check_fitted()
+        by_name = hasattr(self, "feature_names_in_") and feature_names_of(X) is not None
+        names = [str(n) for n in self.feature_names_in_] if by_name else None
+        return check_features(X, feature_names=names, n_features=self.n_features_in_)
+
+    def score_output(self, X: Any) -> ScoreOutput:
+        """Full scoring output (score, contributions, components) for validated ``X``."""
+        out = self._score(self._validate(X))
+        out.score = np.asarray(out.score, dtype=np.float64)
+        return out
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Anomaly scores; higher is more anomalous."""
+        return self.score_output(X).score
+
+    def predict(self, X: Any) -> np.ndarray:
+        """1 for outliers (score above ``threshold_``), 0 for inliers (PyOD convention)."""
+        return th.labels(self.decision_function(X), self.threshold_)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """(n, 2) array of [inlier, outlier] probabilities, fit-set min-max scaled (PyOD "linear")."""
+        p = th.probability(self.decision_function(X), self.calibration_)
+        return np.column_stack([1.0 - p, p])
+
+    def explain(self, X: Any) -> Any:
+        """Per-feature contributions as a DataFrame (columns = feature names); see each plugin for what
+        they sum to."""
+        import pandas as pd
+
+        out = self.score_output(X)
+        if out.contrib is None:
+            raise NotImplementedError(f"{type(self).__name__} gives no per-feature contributions")
+        return pd.DataFrame(np.asarray(out.contrib, dtype=np.float64), columns=self.feature_names_)
+
+    def set_threshold(self, contamination: Any = None, fpr: float | None = None) -> BaseDetector:
+        """Move the threshold on the stored fit-set scores, without retraining."""
+        self._check_fitted()
+        if contamination is None and fpr is None:
+            raise ValueError("give contamination or fpr")
+        self.threshold_ = th.threshold_from_scores(self.decision_scores_, contamination, fpr)
+        self.threshold_rule_ = {"contamination": contamination} if fpr is None else {"fpr": fpr}
+        if contamination is not None:
+            self.contamination = th.check_contamination(contamination)
+        self.labels_ = th.labels(self.decision_scores_, self.threshold_)
+        return self
+
+    # --- export -----------------------------------------------------------------------------------
+    def export_onnx(self, path: Any, variant: str = "fp32") -> dict[str, Any]:
+        """Write the scoring graph to ``path``; returns graph metadata for the manifest."""
+        raise NotImplementedError(f"{type(self).__name__} does not export to ONNX")
+
+    def save_artifact(self, path: Any, variant: str = "fp32") -> Any:
+        """Write an artifact folder (ONNX graph + manifest) for the torch-free runtime."""
+        from aeguard.core.artifact import save_artifact
+
+        return save_artifact(self, path, variant=variant)

@@ -1,0 +1,27 @@
+"""The one hook-specification module of aeguard (pluggy).
+
+A plugin is any module or object with ``@hookimpl``-marked functions named as below. Built-in plugins live
+in ``aeguard.plugins``; third-party packages advertise theirs under the entry-point group
+``aeguard.plugins``::
+
+    [project.entry-points."aeguard.plugins"]
+    my_detectors = "my_package.aeguard_plugin"
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "aeguard"
+ENTRY_POINT_GROUP = "aeguard.plugins"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def aeguard_detectors() -> list:
+    """Return the :class:`aeguard.core.registry.DetectorRecord` entries this plugin provides.
+
+    Records name their class by import path, so listing detectors imports no torch.
+    """

@@ -1,0 +1,99 @@
+"""Detector registry: every detector is found through pluggy, built-in or third-party alike.
+
+``core`` never names a plugin. The built-in ones register through the same entry-point group as
+third-party packages (``aeguard.plugins``, declared in our own pyproject), so there is one discovery path.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import pluggy
+from aeguard.core import hookspecs
+
+
+@dataclass(frozen=True)
+class DetectorRecord:
+    """What the registry knows about one detector, without importing it.
+
+    ``target`` is ``"module:Class"``; :attr:`cls` imports it on first use.
+    """
+
+    name: str
+    target: str
+    description: str
+    modalities: tuple[str, ...] = ("tabular",)
+    uses_labels: bool = False
+    exports_onnx: bool = True
+    mss_compatible: bool = False
+    #: constructor arguments fixed by the record (one adapter class can back several names)
+    fixed_params: tuple[tuple[str, Any], ...] = ()
+    plugin: str = field(default="", compare=False)
+
+    @property
+    def cls(self) -> type:
+        module_name, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def create(self, **params: Any) -> Any:
+        return self.cls(**{**dict(self.fixed_params), **params})
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["modalities"] = list(self.modalities)
+        out["fixed_params"] = dict(self.fixed_params)
+        return out
+
+
+@lru_cache(maxsize=1)
+def plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    pm.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
+    return pm
+
+
+def _collect() -> dict[str, DetectorRecord]:
+    pm = plugin_manager()
+    records: dict[str, DetectorRecord] = {}
+    for impl in pm.hook.aeguard_detectors.get_hookimpls():
+        plugin_name = pm.get_name(impl.plugin) or ""
+        for rec in impl.function() or []:
+            if rec.name in records:
+                raise RuntimeError(
+                    f"detector name {rec.name!r} registered twice (by {records[rec.name].plugin!r} "
+                    f"and {plugin_name!r})"
+                )
+            records[rec.name] = DetectorRecord(**{**asdict(rec), "plugin": plugin_name})
+    return dict(sorted(records.items()))
+
+
+@lru_cache(maxsize=1)
+def _records() -> dict[str, DetectorRecord]:
+    return _collect()
+
+
+def register(plugin: object, name: str | None = None) -> None:
+    """Register a plugin object at run time (notebooks, tests of third-party code)."""
+    plugin_manager().register(plugin, name=name)
+    _records.cache_clear()
+
+
+def detectors() -> dict[str, DetectorRecord]:
+    """All registered detectors by name."""
+    return dict(_records())
+
+
+def get(name: str) -> DetectorRecord:
+    records = _records()
+    if name not in records:
+        raise ValueError(f"unknown detector {name!r}; registered: {', '.join(records) or 'none'}")
+    return records[name]
+
+
+def create(name: str, **params: Any) -> Any:
+    """Instantiate a registered detector with keyword hyperparameters."""
+    return get(name).create(**params)

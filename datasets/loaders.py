@@ -1,0 +1,222 @@
+"""Load feature matrices and labels from ``.npz``, MATLAB ``.mat`` (v5 and v7.3/HDF5), CSV and Parquet.
+
+Only numpy and pandas are imported at module level: the torch-free edge runtime imports this module with
+nothing else installed, so scipy, h5py and pyarrow are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .paths import resolve_data_dir
+from .registry import LOCAL_SUFFIXES, ODDS, DatasetInfo, find_local_file
+
+ARRAY_SUFFIXES = (".npz", ".mat")
+TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+# HDF5 files start with this signature at offset 0 or at a power-of-two user-block offset (MATLAB uses 512).
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_HDF5_OFFSETS = (0, 512, 1024, 2048)
+
+
+def load_xy(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Load ``X`` (float64, 2-D) and optional ``y`` (1-D) from an ``.npz`` or MATLAB ``.mat`` file."""
+    path = _existing_file(path)
+    kind = _kind(path)
+    if kind == "npz":
+        X, y = _read_npz(path)
+    elif kind == "mat":
+        X, y = _read_mat_hdf5(path) if _is_hdf5(path) else _read_mat_v5(path)
+    else:
+        raise ValueError(f"{path}: load_xy reads .npz and .mat files; use load_table for CSV/Parquet")
+    return _check_xy(X, y, path)
+
+
+def load_table(path: str | Path, label_column: str | None = None) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """Load a CSV (with header), Parquet, ``.npz`` or ``.mat`` file as a feature frame plus optional labels.
+
+    A named ``label_column`` is split off the features. Array files keep labels in their ``y`` array and get
+    feature names ``x0..x{d-1}``, so ``label_column`` may only be None or ``"y"`` for them.
+    """
+    path = _existing_file(path)
+    kind = _kind(path)
+    if kind in ("npz", "mat"):
+        if label_column not in (None, "y"):
+            raise ValueError(
+                f"{path}: label_column={label_column!r} does not apply to .{kind} files, whose labels are "
+                "the 'y' array"
+            )
+        X, y = load_xy(path)
+        return pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])]), y
+    frame = _read_csv(path) if kind == "csv" else _read_parquet(path)
+    return _split_label(frame, label_column, path)
+
+
+def load_dataset(
+    name_or_path: str | Path, data_dir: str | Path | None = None, *, label_column: str | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Load a registered ODDS dataset by name (from the resolved data dir) or any supported file by path.
+
+    A string that is a registered name always means the dataset, never a same-named file in the working dir.
+    """
+    if isinstance(name_or_path, str) and name_or_path.lower() in ODDS:
+        return _load_registered(ODDS[name_or_path.lower()], data_dir)
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{name_or_path!r} is neither a registered ODDS dataset nor an existing file "
+            "(see `aeguard datasets list`)"
+        )
+    if _kind(path) in ("csv", "parquet"):
+        frame, y = load_table(path, label_column)
+        return _frame_to_float(frame, path), y
+    return load_xy(path)
+
+
+def _load_registered(info: DatasetInfo, data_dir: str | Path | None) -> tuple[np.ndarray, np.ndarray | None]:
+    folder = resolve_data_dir(data_dir)
+    path = find_local_file(info.name, folder)
+    if path is None:
+        raise FileNotFoundError(_missing_message(info, folder))
+    X, y = load_xy(path)
+    if X.shape[1] != info.d:
+        # ADBench ships same-named variants with other columns (glass, ionosphere, wbc); never mix them up.
+        raise ValueError(
+            f"{path} has {X.shape[1]} features but ODDS {info.name} has {info.d}: not the ODDS version"
+        )
+    return X, y
+
+
+def _missing_message(info: DatasetInfo, folder: Path) -> str:
+    looked_for = ", ".join(f"{info.name}{suffix}" for suffix in LOCAL_SUFFIXES)
+    message = f"dataset {info.name!r} not found in {folder} (looked for {looked_for}); "
+    if info.url is None:
+        return message + (
+            "no public download is registered for it, so place the file there yourself or set "
+            f"AEGUARD_ODDS_MIRROR and run `aeguard datasets fetch {info.name}`"
+        )
+    return message + (
+        f"run `aeguard datasets fetch {info.name}` or point --data-dir / AEGUARD_DATA at a folder that has it"
+    )
+
+
+def _existing_file(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"no such data file: {path}")
+    return path
+
+
+def _kind(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith((".csv", ".csv.gz")):
+        return "csv"
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name.endswith((".npz", ".mat")):
+        return name.rsplit(".", 1)[1]
+    supported = ", ".join(ARRAY_SUFFIXES + TABLE_SUFFIXES)
+    raise ValueError(f"{path}: unsupported data file type (supported: {supported})")
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    with np.load(path, allow_pickle=False) as data:
+        if "X" not in data.files:
+            raise ValueError(f"{path}: no array 'X' in .npz (arrays: {', '.join(data.files) or 'none'})")
+        return data["X"], (data["y"] if "y" in data.files else None)
+
+
+def _read_mat_v5(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    io = _require("scipy.io", "MATLAB .mat files", "scipy")
+    contents = io.loadmat(path)
+    if "X" not in contents:
+        variables = ", ".join(k for k in contents if not k.startswith("__")) or "none"
+        raise ValueError(f"{path}: no variable 'X' in .mat file (variables: {variables})")
+    X = contents["X"]
+    X = X.toarray() if hasattr(X, "toarray") else X  # MATLAB sparse matrices load as scipy.sparse
+    return X, contents.get("y")
+
+
+def _read_mat_hdf5(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    h5py = _require("h5py", "MATLAB v7.3 (HDF5) .mat files", "h5py")
+    with h5py.File(path, "r") as f:
+        if "X" not in f:
+            names = ", ".join(f) or "none"
+            raise ValueError(f"{path}: no dataset 'X' in MATLAB v7.3 file (datasets: {names})")
+        # MATLAB writes column-major data, so HDF5 sees every matrix transposed.
+        X = np.asarray(f["X"][()]).T
+        y = np.asarray(f["y"][()]).T if "y" in f else None
+    return X, y
+
+
+def _is_hdf5(path: Path) -> bool:
+    with path.open("rb") as fh:
+        head = fh.read(_HDF5_OFFSETS[-1] + len(_HDF5_SIGNATURE))
+    return any(head[o : o + len(_HDF5_SIGNATURE)] == _HDF5_SIGNATURE for o in _HDF5_OFFSETS)
+
+
+def _check_xy(X: np.ndarray, y: np.ndarray | None, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: X is not numeric ({exc})") from exc
+    if X.ndim != 2:
+        raise ValueError(f"{path}: X must be 2-D (samples x features), got shape {X.shape}")
+    if y is None:
+        return X, None
+    y = _as_labels(np.asarray(y).ravel())
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(f"{path}: y has {y.shape[0]} labels but X has {X.shape[0]} rows")
+    return X, y
+
+
+def _as_labels(y: np.ndarray) -> np.ndarray:
+    """MATLAB stores 0/1 labels as doubles; make whole-number labels integers."""
+    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        return y.astype(np.int64)
+    return y
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, **csv_float_kwargs())
+
+
+def csv_float_kwargs() -> dict:
+    """Exact float parsing: pandas < 3 needs ``float_precision='round_trip'``; pandas 3 deprecates it."""
+    major = int(pd.__version__.split(".", 1)[0])
+    return {"float_precision": "round_trip"} if major < 3 else {}
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    _require("pyarrow", "Parquet files", "pyarrow")
+    return pd.read_parquet(path)
+
+
+def _split_label(
+    frame: pd.DataFrame, label_column: str | None, path: Path
+) -> tuple[pd.DataFrame, np.ndarray | None]:
+    if label_column is None:
+        return frame, None
+    if label_column not in frame.columns:
+        columns = ", ".join(map(str, frame.columns))
+        raise ValueError(f"{path}: label column {label_column!r} not found (columns: {columns})")
+    return frame.drop(columns=[label_column]), frame[label_column].to_numpy()
+
+
+def _frame_to_float(frame: pd.DataFrame, path: Path) -> np.ndarray:
+    non_numeric = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if non_numeric:
+        raise ValueError(f"{path}: non-numeric feature columns {', '.join(non_numeric)}; drop or encode them")
+    return frame.to_numpy(dtype=np.float64)
+
+
+def _require(module: str, purpose: str, package: str):
+    """Import an optional dependency, or fail with the package to install instead of a bare ImportError."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"reading {purpose} needs {package}: pip install {package}") from exc

@@ -1,0 +1,36 @@
+"""Built-in aeguard plugins, registered through the ``aeguard.plugins`` entry point like any other."""
+
+from __future__ import annotations
+
+from aeguard.core.hookspecs import hookimpl
+from aeguard.core.registry import DetectorRecord
+
+#: PyOD baselines served by one adapter: aeguard name -> (PyOD module:class, one-line description).
+#: Kept here (not in the adapter module) so listing detectors imports neither scikit-learn nor PyOD.
+PYOD_BASELINES: dict[str, tuple[str, str]] = {
+    "iforest": ("pyod.models.iforest:IForest", "Isolation Forest (PyOD defaults)"),
+    "ecod": ("pyod.models.ecod:ECOD", "Empirical-CDF outlier detection (PyOD)"),
+    "copod": ("pyod.models.copod:COPOD", "Copula-based outlier detection (PyOD)"),
+    "hbos": ("pyod.models.hbos:HBOS", "Histogram-based outlier score (PyOD)"),
+    "knn": ("pyod.models.knn:KNN", "k-nearest-neighbour distance, k=5 (PyOD)"),
+    "lof": ("pyod.models.lof:LOF", "Local outlier factor, k=20 (PyOD)"),
+    "ocsvm": ("pyod.models.ocsvm:OCSVM", "One-class SVM, RBF kernel (PyOD)"),
+    "pca": ("pyod.models.pca:PCA", "PCA reconstruction distance (PyOD)"),
+}
+
+
+@hookimpl
+def aeguard_detectors() -> list[DetectorRecord]:
+    records = [
+        DetectorRecord(
+            name="ae", target="aeguard.plugins.ae.detector:AEDetector",
+            description="MLP autoencoder, MSE score (the baseline every spec compares with)",
+            modalities=("tabular", "image"), mss_compatible=True,
+        ),
+    ]
+    records += [
+        DetectorRecord(name=name, target="aeguard.plugins.pyod_baselines:PyODDetector", description=desc,
+                       exports_onnx=False, fixed_params=(("algorithm", name),))
+        for name, (_, desc) in PYOD_BASELINES.items()
+    ]
+    return records

@@ -1,0 +1,1 @@
+"""`ae` plugin: plain MLP autoencoder (``torch_model.py``) and its Lightning-trained detector."""

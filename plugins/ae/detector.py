@@ -1,0 +1,42 @@
+"""`ae`: the plain MLP autoencoder with the MSE score, the baseline every spec compares with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from aeguard.core.deep import DeepDetector
+from aeguard.plugins.ae.torch_model import AutoEncoder
+from torch import nn
+
+
+class AEDetector(DeepDetector):
+    """MLP autoencoder trained with MSE (Adam, StepLR(1000, 0.5) per epoch, full batch).
+
+    ``explain`` gives per-feature squared errors in standardized units; they sum to the score.
+    """
+
+    def __init__(self, epochs: int = 500, lr: float = 1e-3, batch_size: int | None = None,
+                 val_fraction: float = 0.0, early_stopping: int | None = None, epochs_per_step: int = 50,
+                 contamination: Any = 0.1, random_state: int | None = None, device: str = "auto",
+                 verbose: bool = False) -> None:
+        self.epochs = epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.early_stopping = early_stopping
+        self.epochs_per_step = epochs_per_step
+        self.contamination = contamination
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    def build_model(self, n_features: int) -> nn.Module:
+        return AutoEncoder(n_features)
+
+    def training_loss(self, model: nn.Module, z: torch.Tensor) -> torch.Tensor:
+        return ((model(z) - z) ** 2).sum(dim=1).mean()
+
+    def configure_optimizer(self, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
+        return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=1000, gamma=0.5)
