@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from aeguard.core import thresholds as th
 from aeguard.core.validation import check_features, feature_names_of
 
@@ -128,6 +129,17 @@ def build_manifest(detector: Any, graph_info: dict[str, Any], files: dict[str, d
     }
 
 
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON without its own digest field."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def seal_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Add ``manifest_sha256`` so an edited manifest (threshold, features) is refused like a changed graph."""
+    return {**manifest, "manifest_sha256": manifest_digest(manifest)}
+
+
 def _prepare_target(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise ArtifactError(f"{path} exists and is not a folder")
@@ -145,7 +157,7 @@ def write_artifact(path: str | Path, graph_file: Path, manifest_fn: Any) -> Path
     try:
         shutil.move(str(graph_file), staging / GRAPH)
         files = {GRAPH: {"sha256": sha256_file(staging / GRAPH), "bytes": (staging / GRAPH).stat().st_size}}
-        manifest = manifest_fn(files)
+        manifest = seal_manifest(manifest_fn(files))
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
         if path.exists():
             shutil.rmtree(path)
@@ -161,6 +173,7 @@ def save_artifact(detector: Any, path: str | Path, variant: str = "fp32") -> Pat
     if not getattr(detector, "exportable", False):
         raise ArtifactError(f"{type(detector).__name__} does not export to ONNX; it cannot be saved as an artifact")
     detector._check_fitted()
+    _prepare_target(Path(path))  # fail before the (slow) export, not after
     with tempfile.TemporaryDirectory() as tmp:
         graph_file = Path(tmp) / GRAPH
         graph_info = detector.export_onnx(graph_file, variant=variant)
@@ -188,6 +201,8 @@ def read_manifest(path: str | Path, verify: bool = True) -> dict[str, Any]:
     if version not in SUPPORTED_VERSIONS:
         raise ArtifactError(f"artifact format version {version!r} is not supported by this aeguard "
                             f"(supports {list(SUPPORTED_VERSIONS)}); re-export it or upgrade aeguard")
+    if verify and manifest.get("manifest_sha256") != manifest_digest(manifest):
+        raise ArtifactError(f"{mpath} was modified after export (manifest checksum mismatch); refusing to load it")
     files = manifest.get("files")
     graph = manifest.get("graph", {}).get("file")
     if not isinstance(files, dict) or graph not in files:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+from sklearn.base import BaseEstimator, OutlierMixin
+
 from aeguard.core import thresholds as th
 from aeguard.core.validation import (
     check_features,
@@ -20,7 +22,6 @@ from aeguard.core.validation import (
     default_feature_names,
     feature_names_of,
 )
-from sklearn.base import BaseEstimator, OutlierMixin
 
 
 @dataclass

@@ -23,7 +23,13 @@ console = Console()
 err_console = Console(stderr=True)
 
 #: modules that add their own commands through ``register(app)``; each imports no torch at load time.
-COMMAND_MODULES = ("aeguard.datasets.cli", "aeguard.benchmark.cli", "aeguard.serving.cli", "aeguard.core.tools_cli")
+COMMAND_MODULES = (
+    "aeguard.datasets.cli",
+    "aeguard.benchmark.cli",
+    "aeguard.serving.cli",
+    "aeguard.core.tools_cli",
+    "aeguard.core.export_cli",
+)
 
 
 class CLIError(Exception):
@@ -80,12 +86,16 @@ def build_detector(name: str, params: dict[str, Any], seed: int | None, contamin
 def _contamination(value: str | None) -> Any:
     if value is None:
         return None
-    if value == "auto":
-        return value
+    from aeguard.core.thresholds import check_contamination
+
+    return check_contamination(value if value == "auto" else _float(value, "--contamination"))
+
+
+def _float(value: str, flag: str) -> float:
     try:
         return float(value)
     except ValueError:
-        raise CLIError(f"--contamination must be a number in [0, 0.5] or 'auto', got {value!r}") from None
+        raise CLIError(f"{flag} must be a number, got {value!r}") from None
 
 
 @app.command("detectors")
@@ -122,8 +132,9 @@ def fit_cmd(
     if not record.exports_onnx:
         raise CLIError(f"{name} does not export to ONNX, so it cannot be written as an artifact; "
                        "use it from Python or in `aeguard benchmark`")
+    rate = _contamination(contamination)
     X, y = read_data(data, label_column)
-    detector = build_detector(name, parse_params(param), seed, _contamination(contamination))
+    detector = build_detector(name, parse_params(param), seed, rate)
     with console.status(f"fitting {name} on {len(X)} rows") if not getattr(detector, "verbose", False) else _null():
         detector.fit(X)
     path = detector.save_artifact(output, variant=variant)
@@ -226,7 +237,7 @@ def main() -> None:
         if os.environ.get("AEGUARD_DEBUG"):
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        err_console.print(f"error: {message}", highlight=False, markup=False)
+        print(f"error: {message}", file=sys.stderr)  # plain print: rich would wrap the one line
         sys.exit(1)
 
 

@@ -23,13 +23,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import warnings
 from typing import Any
 
 import numpy as np
 import torch
-from aeguard.core.base import BaseDetector, ScoreOutput
 from torch import nn
+
+from aeguard.core.base import BaseDetector, ScoreOutput
 
 _LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
 
@@ -79,6 +81,23 @@ def quiet_lightning():
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
+
+
+@contextlib.contextmanager
+def torch_threads():
+    """Run torch single-threaded unless ``AEGUARD_TORCH_THREADS`` says otherwise.
+
+    The MLPs here are small: intra-op threads buy little, and on a shared or busy CPU their spin-waits made
+    full-batch training 7-10x slower (measured on the 2-core dev machine under load).
+    """
+    wanted = int(os.environ.get("AEGUARD_TORCH_THREADS", "1") or 0)
+    before = torch.get_num_threads()
+    if wanted > 0:
+        torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_device(device: str) -> str:
@@ -174,7 +193,7 @@ class DeepDetector(BaseDetector):
 
     def _run_graph(self, X: np.ndarray, batch_rows: int = 65536) -> dict[str, np.ndarray]:
         chunks: list[tuple[torch.Tensor, ...]] = []
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads():
             for start in range(0, len(X), batch_rows):
                 xb = torch.from_numpy(np.ascontiguousarray(X[start:start + batch_rows], dtype=np.float32))
                 chunks.append(self.graph_(xb))

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from aeguard.core.deep import quiet_lightning
 from pytorch_lightning.callbacks import Callback, EarlyStopping
 from torch import nn
+
+from aeguard.core.deep import quiet_lightning, torch_threads
 
 
 class _TrainingModule(pl.LightningModule):
@@ -139,7 +140,7 @@ def train_model(detector: Any, model: nn.Module, z_train: np.ndarray, z_val: np.
     if has_val:
         loaders["val_dataloaders"] = _OneBatch(torch.from_numpy(np.ascontiguousarray(z_val)))
     started = time.perf_counter()
-    with quiet_lightning():
+    with quiet_lightning(), torch_threads():
         trainer = pl.Trainer(
             accelerator="gpu" if detector.device_ == "cuda" else "cpu", devices=1, max_epochs=n_steps,
             logger=False, enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,

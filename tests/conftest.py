@@ -1,0 +1,72 @@
+"""Shared fixtures: real data, real training (kept small), quiet environment for servers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_ODDS = REPO.parent / "shared" / "data" / "odds"
+
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+os.environ.setdefault("BENTOML_HOME", str(REPO / ".bentoml" / "tests"))
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+#: hyperparameters that keep any deep detector's test fit to a second or two
+FAST_PARAMS = {"epochs": 30, "epochs_per_step": 10}
+
+
+def fast_params(detector_cls: type) -> dict:
+    """The subset of FAST_PARAMS a detector class accepts (found from its signature, no names hard-coded)."""
+    accepted = detector_cls().get_params(deep=False)
+    return {k: v for k, v in FAST_PARAMS.items() if k in accepted}
+
+
+@pytest.fixture(scope="session")
+def odds_dir() -> Path:
+    if not SHARED_ODDS.is_dir():
+        pytest.skip("ODDS data folder ../shared/data/odds not present")
+    return SHARED_ODDS
+
+
+def make_table(n_inliers: int = 300, n_outliers: int = 15, d: int = 6, seed: int = 0):
+    """Correlated Gaussian inliers plus scattered outliers; tie-free, so kNN parity is well defined."""
+    rng = np.random.default_rng(seed)
+    basis = rng.standard_normal((d, d))
+    inliers = rng.standard_normal((n_inliers, d)) @ basis * 0.5 + 3.0
+    outliers = rng.uniform(-6, 12, size=(n_outliers, d))
+    X = np.vstack([inliers, outliers])
+    y = np.r_[np.zeros(n_inliers, dtype=int), np.ones(n_outliers, dtype=int)]
+    order = rng.permutation(len(X))
+    return X[order], y[order]
+
+
+@pytest.fixture(scope="session")
+def table():
+    return make_table()
+
+
+@pytest.fixture(scope="session")
+def table_frame(table):
+    import pandas as pd
+
+    X, y = table
+    return pd.DataFrame(X, columns=[f"sensor_{i}" for i in range(X.shape[1])]), y
+
+
+@pytest.fixture(scope="session")
+def example_plugin_installed() -> str:
+    """Install the third-party example plugin (tests/example_plugin) into this environment if missing."""
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    try:
+        importlib.metadata.distribution("aeguard-example-plugin")
+    except importlib.metadata.PackageNotFoundError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        str(REPO / "tests" / "example_plugin")], check=True)
+    return "example-zscore"
