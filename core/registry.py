@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 import pluggy
+
 from aeguard.core import hookspecs
 
 

@@ -10,6 +10,7 @@ import inspect
 from typing import Any
 
 import numpy as np
+
 from aeguard.core.base import BaseDetector, ScoreOutput
 from aeguard.plugins import PYOD_BASELINES as BASELINES
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
+
 from aeguard.core.deep import DeepDetector
 from aeguard.plugins.ae.torch_model import AutoEncoder
-from torch import nn
 
 
 class AEDetector(DeepDetector):
