@@ -30,6 +30,7 @@ class _TrainingModule(pl.LightningModule):
         self.epochs_per_step = epochs_per_step
         self.batch_size = batch_size
         self.epochs_done = 0
+        self.steps_done = 0
         self.automatic_optimization = False
         self._generator = torch.Generator().manual_seed(seed)
         self.losses: list[float] = []
@@ -63,6 +64,7 @@ class _TrainingModule(pl.LightningModule):
             if self._scheduler is not None:
                 self._scheduler.step()
         self.epochs_done += n_epochs
+        self.steps_done += 1
         value = float(loss.detach())
         if not math.isfinite(value):
             raise RuntimeError(f"training loss became {value} after {self.epochs_done} epochs; "
@@ -148,7 +150,8 @@ def train_model(detector: Any, model: nn.Module, z_train: np.ndarray, z_val: np.
             limit_val_batches=1.0 if has_val else 0,
         )
         trainer.fit(module, **loaders)
-    return {"epochs_run": module.epochs_done, "lightning_steps": int(trainer.global_step),
+    return {"epochs_run": module.epochs_done, "stopped_early": module.epochs_done < epochs,
+            "lightning_steps": module.steps_done,
             "final_loss": module.losses[-1] if module.losses else None,
             "train_seconds": round(time.perf_counter() - started, 4),
             "n_train": int(len(z_train)), "n_val": int(len(z_val)) if has_val else 0}
