@@ -1,0 +1,160 @@
+"""``aeguard serve``, ``aeguard models import|list`` and ``aeguard bench-serve``.
+
+Nothing heavy is imported at module load (the main CLI imports this module for every command): bentoml,
+httpx and onnxruntime are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+SERVICE_TARGET = "aeguard.serving.service:AeguardService"
+
+models_app = typer.Typer(name="models", help="Import aeguard artifacts into the BentoML model store and list them.",
+                         no_args_is_help=True, add_completion=False)
+
+
+def serve_env(artifacts: list[str], workers: int = 1, device: str | None = None, max_rows: int | None = None,
+              max_body_bytes: int | None = None, access_log: bool = True,
+              base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment that configures the service (see :mod:`aeguard.serving.settings`)."""
+    env = dict(os.environ if base is None else base)
+    env["AEGUARD_ARTIFACTS"] = ",".join(artifacts)
+    env["AEGUARD_WORKERS"] = str(workers)
+    env["AEGUARD_ACCESS_LOG"] = "1" if access_log else "0"
+    if device is not None:
+        env["AEGUARD_DEVICE"] = device
+    if max_rows is not None:
+        env["AEGUARD_MAX_ROWS"] = str(max_rows)
+    if max_body_bytes is not None:
+        env["AEGUARD_MAX_BODY_BYTES"] = str(max_body_bytes)
+    env.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    return env
+
+
+def serve_command(host: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "bentoml", "serve", SERVICE_TARGET, "--host", host, "--port", str(port)]
+
+
+def check_serve_config(env: dict[str, str]) -> list[str]:
+    """Fail here, with one line, on what would otherwise crash every worker at start-up."""
+    from aeguard.core.artifact import read_manifest
+    from aeguard.serving.settings import Settings
+    from aeguard.serving.store import resolve_all
+
+    settings = Settings.from_env(env)
+    resolved = resolve_all(settings.artifacts)
+    for model in resolved:
+        read_manifest(model.path, verify=True)
+    return [f"{m.name} ({m.source}, version {m.version})" for m in resolved]
+
+
+def serve(
+    artifacts: list[str] = typer.Argument(..., metavar="ARTIFACT...",
+                                          help="Artifact folders or model-store tags; ALIAS=... renames one. "
+                                               "The first is the default model."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0 for every interface)."),
+    port: int = typer.Option(3000, "--port", help="TCP port."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (one onnxruntime session each)."),
+    device: str = typer.Option(None, "--device", help="auto, cpu or cuda (default: $AEGUARD_DEVICE or auto)."),
+    max_rows: int = typer.Option(None, "--max-rows", min=1, help="Rows per request (default 10000)."),
+    max_body_bytes: int = typer.Option(None, "--max-body-bytes", min=64, help="Request body limit in bytes."),
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log one line per request."),
+) -> None:
+    """Serve artifacts over HTTP with BentoML (`/score`, `/score_csv`, `/models`); API key from $AEGUARD_API_KEY."""
+    env = serve_env(artifacts, workers=workers, device=device, max_rows=max_rows, max_body_bytes=max_body_bytes,
+                    access_log=access_log)
+    described = check_serve_config(env)
+    key = "on ($AEGUARD_API_KEY)" if env.get("AEGUARD_API_KEY") else "off (set AEGUARD_API_KEY to require one)"
+    err_console.print(f"serving {', '.join(described)} on http://{host}:{port} with {workers} worker(s); "
+                      f"API key {key}", highlight=False)
+    command = serve_command(host, port)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(command[0], command, env)  # the server keeps this PID, so stopping it by PID stops the server
+
+
+@models_app.command("import")
+def models_import(
+    artifact: Path = typer.Argument(..., help="Artifact folder to copy into the model store."),
+    name: str = typer.Option(None, "--name", help="Model-store name (default: the folder name)."),
+) -> None:
+    """Save an artifact in the BentoML model store, with its manifest as metadata."""
+    from aeguard.serving.store import import_artifact
+
+    model = import_artifact(artifact, name)
+    console.print(f"imported {artifact} as [bold]{model.tag}[/] (serve it with `aeguard serve {model.tag}`)")
+
+
+@models_app.command("list")
+def models_list(as_json: bool = typer.Option(False, "--json", help="Print JSON records.")) -> None:
+    """List the aeguard artifacts in the BentoML model store."""
+    from aeguard.serving.store import list_store_models
+
+    rows = []
+    for m in list_store_models():
+        meta = m.info.metadata
+        rows.append({"tag": str(m.tag), "detector": meta.get("detector"), "n_features": meta.get("n_features"),
+                     "threshold": meta.get("threshold"), "created": m.info.creation_time.isoformat(timespec="seconds")})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("tag", "detector", "features", "threshold", "created")
+    for r in rows:
+        table.add_row(r["tag"], str(r["detector"]), str(r["n_features"]), f"{r['threshold']:.6g}", r["created"])
+    console.print(table)
+
+
+def bench_serve(
+    artifact: str = typer.Argument(..., help="Artifact folder (or model-store tag) to serve and measure."),
+    requests: int = typer.Option(1000, "--requests", min=1, help="Timed requests."),
+    concurrency: int = typer.Option(1, "--concurrency", min=1, help="Requests in flight at once."),
+    rows_per_request: int = typer.Option(1, "--rows-per-request", min=1, help="Rows in each good request."),
+    url: str = typer.Option(None, "--url", help="Target a running server instead of starting one."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Workers of the server this command starts."),
+    bad_fraction: float = typer.Option(0.0, "--bad-fraction", min=0.0, max=1.0,
+                                       help="Share of requests with bad input (mixed good/bad load)."),
+    max_rows: int = typer.Option(None, "--max-rows", min=1, help="AEGUARD_MAX_ROWS of the started server."),
+    max_body_bytes: int = typer.Option(None, "--max-body-bytes", min=64,
+                                       help="AEGUARD_MAX_BODY_BYTES of the started server."),
+    api_key: str = typer.Option(None, "--api-key", envvar="AEGUARD_API_KEY", show_envvar=True,
+                                help="API key to send (and to require, on a server this command starts)."),
+    seed: int = typer.Option(0, "--seed"),
+    output: Path = typer.Option(None, "-o", "--output", help="Append the result as one JSON line to this file."),
+) -> None:
+    """Load-test /score on loopback: requests/s, rows/s, p50/p99 latency, errors, served/raw onnxruntime ratio."""
+    from aeguard.serving.bench import BenchConfig, run_bench
+
+    config = BenchConfig(artifact=artifact, requests=requests, concurrency=concurrency,
+                         rows_per_request=rows_per_request, url=url, workers=workers, bad_fraction=bad_fraction,
+                         max_rows=max_rows, max_body_bytes=max_body_bytes, api_key=api_key, seed=seed)
+    result = run_bench(config, log=lambda msg: err_console.print(msg, highlight=False))
+    table = Table("metric", "value", title=f"bench-serve: R={rows_per_request} C={concurrency} N={requests}")
+    for key in ("requests_per_s", "rows_per_s", "p50_ms", "p99_ms", "errors", "status_counts",
+                "raw_rows_per_s", "served_to_raw", "raw_rows_per_s_large_batch", "served_to_raw_large_batch"):
+        value = result[key]
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    console.print(table)
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with open(output, "a") as fh:
+            fh.write(json.dumps(result) + "\n")
+        err_console.print(f"appended to {output}")
+    if result["errors"]:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("bench-serve")(bench_serve)
+    app.add_typer(models_app, name="models")
