@@ -1,0 +1,150 @@
+"""The label-free benchmark protocol, shared by every aeguard evaluation (ODDS benchmark, ablations, INT8 checks).
+
+One place defines the split and how detector specs are written, so all tables built on it stay comparable:
+
+- :func:`make_split`: stratified 60 % fit / 40 % test split (PyOD's published ODDS benchmark split), the fit
+  split subsampled to ``fit_cap`` rows with the same seed; stratifying only keeps the outlier ratio equal, no
+  label is used for any choice.
+- :func:`parse_detector_spec` / :func:`parse_detector_list`: ``ae``, ``iforest``, ``apre(mss=false,alpha=1)``;
+  the label of a parameterised spec is the spec string itself.
+
+Only numpy is imported at module level; scikit-learn is imported when a split is made.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import numpy as np
+
+#: test share of every split (the rest is the fit split)
+TEST_SIZE = 0.4
+#: fit splits larger than this are subsampled (same seed), for every detector alike
+FIT_CAP = 20_000
+#: the PyOD baselines that ``--detectors baselines`` expands to (each a registered aeguard detector)
+BASELINES = ("iforest", "ecod", "copod", "hbos", "knn", "lof", "ocsvm", "pca")
+
+_NAME = re.compile(r"^[A-Za-z_][\w.+\-]*$")
+_KEY = re.compile(r"^[A-Za-z_]\w*$")
+
+
+def make_split(
+    X: np.ndarray, y: np.ndarray, seed: int, fit_cap: int | None = FIT_CAP
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified 60/40 split ``(X_fit, X_test, y_fit, y_test)``; the fit split is capped at ``fit_cap`` rows.
+
+    ``train_test_split(test_size=0.4, stratify=y, random_state=seed)``, then, if the fit split is larger than
+    ``fit_cap``, ``fit_cap`` of its rows drawn uniformly without replacement with ``RandomState(seed)`` (kept in
+    their split order). The test split is never subsampled. ``y_fit`` is returned for bookkeeping only: the
+    protocol never shows it to a detector.
+    """
+    from sklearn.model_selection import train_test_split
+
+    X = np.asarray(X)
+    y = np.asarray(y).ravel()
+    if X.ndim != 2 or len(X) != len(y):
+        raise ValueError(f"X must be 2-D with one label per row, got X {X.shape} and y {y.shape}")
+    X_fit, X_test, y_fit, y_test = train_test_split(X, y, test_size=TEST_SIZE, stratify=y, random_state=seed)
+    if fit_cap is not None and len(X_fit) > fit_cap:
+        keep = np.sort(np.random.RandomState(seed).choice(len(X_fit), size=fit_cap, replace=False))
+        X_fit, y_fit = X_fit[keep], y_fit[keep]
+    return X_fit, X_test, y_fit, y_test
+
+
+def parse_detector_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """``(label, registry_name, params)`` for one detector spec.
+
+    ``"ae"`` -> ``("ae", "ae", {})``; ``"apre(mss=false, alpha=1)"`` -> ``("apre(mss=false, alpha=1)", "apre",
+    {"mss": False, "alpha": 1})``. Values are parsed as JSON where possible (numbers, true/false, null, lists,
+    quoted strings), else kept as strings. The registry name is not checked here.
+    """
+    text = spec.strip()
+    if not text:
+        raise ValueError("empty detector spec")
+    if "(" not in text:
+        if not _NAME.match(text):
+            raise ValueError(f"invalid detector spec {spec!r}: expected NAME or NAME(key=value, ...)")
+        return text, text, {}
+    name, _, rest = text.partition("(")
+    name = name.strip()
+    if not rest.endswith(")") or not _NAME.match(name):
+        raise ValueError(f"invalid detector spec {spec!r}: expected NAME or NAME(key=value, ...)")
+    params: dict[str, Any] = {}
+    for item in _split_top_level(rest[:-1]):
+        if not item.strip():
+            continue
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not _KEY.match(key):
+            raise ValueError(f"invalid parameter {item.strip()!r} in detector spec {spec!r}: expected key=value")
+        if key in params:
+            raise ValueError(f"parameter {key!r} given twice in detector spec {spec!r}")
+        params[key] = _parse_value(raw.strip())
+    return text, name, params
+
+
+def parse_detector_list(text: str, registered: list[str] | None = None) -> list[str]:
+    """Split a ``--detectors`` value on commas outside parentheses and expand the shorthands.
+
+    ``baselines`` expands to the 8 PyOD baselines, ``all`` to every registered detector (``registered``, in
+    order). Duplicates are dropped, first occurrence wins.
+    """
+    specs: list[str] = []
+    for item in _split_top_level(text):
+        item = item.strip()
+        if not item:
+            continue
+        if item == "baselines":
+            specs.extend(BASELINES)
+        elif item == "all":
+            if registered is None:
+                raise ValueError("'all' needs the list of registered detectors")
+            specs.extend(registered)
+        else:
+            parse_detector_spec(item)  # validate the syntax early
+            specs.append(item)
+    if not specs:
+        raise ValueError(f"no detectors in {text!r}")
+    return list(dict.fromkeys(specs))
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas that are not inside (), [] or {} and not inside quotes."""
+    parts: list[str] = []
+    depth, quote, start = 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"unbalanced parentheses in {text!r}")
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if depth or quote:
+        raise ValueError(f"unbalanced parentheses or quotes in {text!r}")
+    parts.append(text[start:])
+    return parts
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        pass
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    if len(raw) >= 2 and raw[0] == raw[-1] == "'":
+        return raw[1:-1]
+    return raw

@@ -1,0 +1,368 @@
+"""Plan the cells of a benchmark run, run the missing ones on a backend, and record the run.
+
+``OUT/results.csv`` is appended by this (parent) process as each cell finishes; ``OUT/run.json`` records the
+command line, versions, machine, timing and load of every invocation, so the wall time of a full suite is on
+file next to its results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backends import BACKENDS, run_cells
+from .cells import OK, Cell
+from .protocol import FIT_CAP, TEST_SIZE, parse_detector_list, parse_detector_spec
+from .results import ResultsFile
+
+ODDS_SUITE = "odds"
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One dataset of a suite: its label in the results, what the loader reads, and its size for scheduling."""
+
+    name: str
+    source: str
+    n: int
+    d: int
+
+
+@dataclass
+class Suite:
+    datasets: list[DatasetEntry]
+    #: requested ODDS datasets that are not in the data directory
+    missing: list[str] = field(default_factory=list)
+    data_dir: str | None = None
+    kind: str = ODDS_SUITE
+
+
+@dataclass
+class RunSummary:
+    planned: int
+    skipped: int
+    ran: int
+    failed: int
+    wall_seconds: float
+    out: Path
+
+
+def default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def resolve_suite(suite: str, data_dir: str | Path | None = None, names: list[str] | None = None) -> Suite:
+    """The datasets of ``--suite odds`` (registered ODDS datasets present in the data dir) or ``--suite DIR``
+    (every ``.npz`` in DIR), filtered by ``names``.
+
+    Unknown names are an error; an ODDS dataset named explicitly but absent is an error too, while absent ones
+    of the full collection are only listed in ``missing``.
+    """
+    if suite == ODDS_SUITE:
+        return _odds_suite(data_dir, names)
+    folder = Path(suite).expanduser()
+    if not folder.is_dir():
+        raise ValueError(f"--suite must be 'odds' or a folder of .npz files; {suite!r} is neither")
+    files = {p.stem: p for p in sorted(folder.glob("*.npz"))}
+    if not files:
+        raise ValueError(f"no .npz files in {folder}")
+    chosen = _select(files, names, f"in {folder}")
+    return Suite([_entry(name, str(files[name].resolve()), files[name]) for name in chosen], [], None,
+                 kind=str(folder.resolve()))
+
+
+def _odds_suite(data_dir: str | Path | None, names: list[str] | None) -> Suite:
+    from aeguard.datasets.paths import resolve_data_dir
+    from aeguard.datasets.registry import ODDS, find_local_file
+
+    folder = resolve_data_dir(data_dir)
+    chosen = _select(dict.fromkeys(ODDS), [n.lower() for n in names] if names else None, "in the ODDS registry")
+    present, missing = [], []
+    for name in chosen:
+        path = find_local_file(name, folder)
+        if path is None:
+            missing.append(name)
+        else:  # the local file's own shape (http has 19 more rows than the ODDS table), else the official one
+            n, d = _npz_shape(path) if path.suffix == ".npz" else (0, 0)
+            present.append(DatasetEntry(name, name, n or ODDS[name].n, d or ODDS[name].d))
+    if names and missing:
+        raise ValueError(f"dataset(s) not found in {folder}: {', '.join(missing)} "
+                         "(see `aeguard datasets list`, or fetch them with `aeguard datasets fetch`)")
+    if not present:
+        raise ValueError(f"no ODDS dataset found in {folder}; set --data-dir or AEGUARD_DATA, "
+                         "or run `aeguard datasets fetch`")
+    return Suite(present, missing, str(folder), kind=ODDS_SUITE)
+
+
+def _select(available: dict[str, Any], names: list[str] | None, where: str) -> list[str]:
+    if not names:
+        return list(available)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ValueError(f"unknown dataset(s) {where}: {', '.join(unknown)}; available: {', '.join(available)}")
+    return list(dict.fromkeys(names))
+
+
+def _entry(name: str, source: str, path: Path) -> DatasetEntry:
+    n, d = _npz_shape(path)
+    return DatasetEntry(name, source, n, d)
+
+
+def _npz_shape(path: Path) -> tuple[int, int]:
+    """Shape of ``X`` from the .npy header inside an .npz, without loading the array (0, 0 if unreadable)."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("X.npy") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape = read(fh)[0]
+        return int(shape[0]), int(shape[1]) if len(shape) > 1 else 1
+    except Exception:  # noqa: BLE001 - only a scheduling hint; the cell reports real load errors
+        return 0, 0
+
+
+def plan_cells(suite: Suite, detectors: list[str], seeds: int, threads: int | None,
+               fit_cap: int | None = FIT_CAP) -> list[Cell]:
+    """All cells, costliest datasets first (see :func:`cell_cost`), then detector order, then seed."""
+    if seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {seeds}")
+    ordered = sorted(suite.datasets, key=lambda e: (-cell_cost(e, fit_cap), e.name))
+    return [Cell(dataset=e.name, source=e.source, detector=spec, seed=seed, data_dir=suite.data_dir,
+                 fit_cap=fit_cap, threads=threads, warmup=tuple(detectors))
+            for e in ordered for spec in detectors for seed in range(seeds)]
+
+
+def cell_cost(entry: DatasetEntry, fit_cap: int | None = FIT_CAP) -> float:
+    """Scheduling hint: n_fit x (n_fit + n_test) x sqrt(d), the shape of kNN/kernel costs (the slow baselines).
+
+    Long cells start first, so the run does not end with one worker busy on a big dataset and the rest idle.
+    """
+    n_test = TEST_SIZE * entry.n
+    n_fit = min(entry.n - n_test, fit_cap or entry.n)
+    return n_fit * (n_fit + n_test) * max(entry.d, 1) ** 0.5
+
+
+def expand_detectors(text: str) -> list[str]:
+    """``--detectors`` value -> specs, checked against the registry (unknown names fail before anything runs)."""
+    from aeguard.core import registry
+
+    records = registry.detectors()
+    specs = parse_detector_list(text, registered=list(records))
+    unknown = sorted({parse_detector_spec(s)[1] for s in specs} - set(records))
+    if unknown:
+        raise ValueError(f"unknown detector(s): {', '.join(unknown)}; registered: {', '.join(records)}")
+    return specs
+
+
+def run_benchmark(suite: Suite, detectors: list[str], seeds: int, out: Path, workers: int | None = None,
+                  backend: str = "loky", scheduler: str | None = None, progress: bool | None = None,
+                  argv: list[str] | None = None) -> RunSummary:
+    """Run every cell of the plan that ``OUT/results.csv`` does not already hold with status ok."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    parallel = backend != "loky" or workers > 1
+    cells = plan_cells(suite, detectors, seeds, threads=1 if parallel else None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out):
+        return _run_locked(suite, detectors, seeds, out, cells, workers, backend, scheduler, progress, argv)
+
+
+def _run_locked(suite: Suite, detectors: list[str], seeds: int, out: Path, cells: list[Cell], workers: int,
+                backend: str, scheduler: str | None, progress: bool | None, argv: list[str] | None) -> RunSummary:
+    results = ResultsFile(out / "results.csv")
+    kept = results.prepare(retry=[c.key for c in cells])
+    done = {(r["dataset"], r["detector"], r["seed"]) for r in kept if r["status"] == OK}
+    todo = [c for c in cells if c.key not in done]
+
+    record = _run_record(suite, detectors, seeds, workers, backend, scheduler, argv, len(cells), len(todo))
+    _write_run_json(out / "run.json", record, new_invocation=True)  # a killed run leaves its record too
+    cpu_start = _cpu_seconds(0.0)
+    started = time.perf_counter()
+    failed = ran = 0
+    try:
+        with _Progress(len(todo), enabled=progress) as bar:
+            for cell, row in run_cells(todo, backend=backend, workers=workers, scheduler=scheduler):
+                results.append(row)
+                ran += 1
+                failed += row["status"] != OK
+                bar.advance(f"{cell.dataset} · {cell.detector} · seed {cell.seed}")
+    finally:
+        wall = time.perf_counter() - started
+        record.update(end=_now(), wall_seconds=round(wall, 3), cpu_seconds=_cpu_seconds(cpu_start),
+                      cells_run=ran, cells_failed=failed, completed=ran == len(todo), load_end=_load())
+        _write_run_json(out / "run.json", record, new_invocation=False)
+    return RunSummary(len(cells), len(cells) - len(todo), ran, failed, wall, out)
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """One run per output folder: an advisory lock on OUT/.lock, released by the OS even if the run is killed."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(out / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "?"
+            raise RuntimeError(f"another benchmark run (pid {owner}) is writing to {out}; "
+                               "wait for it to finish or stop it") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class _Progress:
+    """rich progress bar with ETA on an interactive stderr; silent in pipes and CI."""
+
+    def __init__(self, total: int, enabled: bool | None = None) -> None:
+        if enabled is None:
+            enabled = sys.stderr.isatty() and not os.environ.get("CI")
+        self.total, self.enabled = total, enabled and total > 0
+        self._progress: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(TextColumn("[bold]benchmark"), BarColumn(), MofNCompleteColumn(),
+                                      TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                      TextColumn("{task.description}"), console=Console(stderr=True))
+            self._progress.__enter__()
+            self._task = self._progress.add_task("", total=self.total)
+        return self
+
+    def advance(self, description: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=1, description=description)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+
+def _run_record(suite: Suite, detectors: list[str], seeds: int, workers: int, backend: str,
+                scheduler: str | None, argv: list[str] | None, planned: int, todo: int) -> dict[str, Any]:
+    import psutil
+
+    return {
+        "command": " ".join(argv if argv is not None else ["aeguard", *sys.argv[1:]]),
+        "start": _now(),
+        "end": None,
+        "completed": False,
+        "suite": suite.kind,
+        "data_dir": suite.data_dir,
+        "datasets": [asdict(e) for e in suite.datasets],
+        "missing_datasets": suite.missing,
+        "detectors": detectors,
+        "seeds": list(range(seeds)),
+        "protocol": {"test_size": TEST_SIZE, "stratified": True, "fit_cap": FIT_CAP, "labels_used": False},
+        "backend": backend,
+        "scheduler": (scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")) if backend == "dask" else scheduler,
+        "workers": workers,
+        "cells_planned": planned,
+        "cells_todo": todo,
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpu_count": os.cpu_count(), "physical_cores": psutil.cpu_count(logical=False),
+                    "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
+        "load_start": _load(),
+        "versions": _versions(),
+        "peak_rss_mb": "peak resident memory of the worker during split+fit+score minus its RSS at cell start",
+    }
+
+
+def _write_run_json(path: Path, record: dict[str, Any], new_invocation: bool) -> None:
+    """Latest invocation at the top level; earlier invocations of the same OUT kept under ``history``.
+
+    Written when a run starts (``completed: false``, no end yet) and again when it ends, so the record of a
+    killed run survives into the next one's history.
+    """
+    history: list[dict[str, Any]] = []
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text())
+            history = previous.pop("history", [])
+            if new_invocation:
+                history.append(previous)
+        except (json.JSONDecodeError, AttributeError):
+            history = []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({**record, "history": history}, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for dist in ("aeguard", "numpy", "scikit-learn", "scipy", "pyod", "torch", "pytorch-lightning", "joblib",
+                 "dask", "distributed", "ray"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _cpu_seconds(since: float) -> float | None:
+    """CPU seconds (user + system) of this process and its worker processes, live or exited, minus ``since``.
+
+    On a shared machine the wall time depends on the load; this does much less, so it is recorded next to it.
+    Workers of a remote Dask/Ray cluster are not counted.
+    """
+    try:
+        import psutil
+
+        me = psutil.Process()
+        total = sum(me.cpu_times()[:4])  # user, system, children_user, children_system (exited children)
+        for child in me.children(recursive=True):
+            try:
+                total += sum(child.cpu_times()[:2])
+            except psutil.Error:
+                continue
+        return round(total - since, 2)
+    except Exception:  # noqa: BLE001 - accounting only
+        return None
+
+
+def _load() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

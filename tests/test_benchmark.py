@@ -1,0 +1,332 @@
+"""Tests for aeguard.benchmark: protocol, cells, results file, backends (loky, Dask), report and CLI.
+
+Everything is real: small .npz suites written in tmp_path, real detectors (PyOD baselines and a short `ae`
+training), a real subprocess killed mid-run, and a real distributed.LocalCluster on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from aeguard.benchmark import BASELINES, make_split, parse_detector_list, parse_detector_spec
+from aeguard.benchmark.cells import COLUMNS, OK, Cell, run_cell
+from aeguard.benchmark.report import build_report, critical_difference, rank_table, wins_ties_losses
+from aeguard.benchmark.results import ResultsFile, read_results
+from aeguard.benchmark.runner import resolve_suite, run_benchmark
+from aeguard.core.cli import app
+
+AEGUARD = Path(sys.executable).with_name("aeguard")
+
+
+def _table(n_in: int, n_out: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Correlated Gaussian inliers and scattered outliers (an ODDS-like point dataset)."""
+    rng = np.random.default_rng(seed)
+    inliers = rng.standard_normal((n_in, d)) @ rng.standard_normal((d, d)) * 0.5
+    outliers = rng.uniform(-5, 5, size=(n_out, d))
+    X = np.vstack([inliers, outliers])
+    y = np.r_[np.zeros(n_in, dtype=int), np.ones(n_out, dtype=int)]
+    order = rng.permutation(len(X))
+    return X[order], y[order]
+
+
+@pytest.fixture(scope="module")
+def suite_dir(tmp_path_factory) -> Path:
+    """Two small datasets in a folder: what `--suite DIR` runs."""
+    folder = tmp_path_factory.mktemp("suite")
+    for name, (n_in, n_out, d, seed) in {"alpha": (180, 20, 5, 1), "beta": (280, 20, 8, 2)}.items():
+        X, y = _table(n_in, n_out, d, seed)
+        np.savez(folder / f"{name}.npz", X=X, y=y)
+    return folder
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# --- protocol ----------------------------------------------------------------------------------------
+
+
+def test_make_split_is_stratified_60_40_capped_and_deterministic():
+    X, y = _table(950, 50, 4, 0)
+    X_fit, X_test, y_fit, y_test = make_split(X, y, seed=3, fit_cap=None)
+    assert (len(X_fit), len(X_test)) == (600, 400)
+    assert (y_fit.sum(), y_test.sum()) == (30, 20)  # the outlier ratio is kept in both parts
+    again = make_split(X, y, seed=3, fit_cap=None)
+    assert all(np.array_equal(a, b) for a, b in zip((X_fit, X_test, y_fit, y_test), again))
+    assert not np.array_equal(make_split(X, y, seed=4, fit_cap=None)[1], X_test)
+
+    capped_fit, capped_test, capped_y, _ = make_split(X, y, seed=3, fit_cap=250)
+    assert len(capped_fit) == 250 and len(capped_y) == 250
+    assert np.array_equal(capped_test, X_test)  # the test split is never subsampled
+    fit_rows = {r.tobytes() for r in X_fit}
+    assert all(r.tobytes() in fit_rows for r in capped_fit)  # a subsample of the same fit split
+    assert np.array_equal(make_split(X, y, seed=3, fit_cap=250)[0], capped_fit)
+
+
+def test_parse_detector_spec_and_list():
+    assert parse_detector_spec("ae") == ("ae", "ae", {})
+    assert parse_detector_spec("apre(mss=false,alpha=1,beta=1)") == (
+        "apre(mss=false,alpha=1,beta=1)", "apre", {"mss": False, "alpha": 1, "beta": 1})
+    assert parse_detector_spec("apre(mss_m=2)")[2] == {"mss_m": 2}
+    assert parse_detector_spec("knn(method='mean', sizes=[8, 4], x=none)")[2] == {
+        "method": "mean", "sizes": [8, 4], "x": None}
+    assert parse_detector_list("ae,apre(mss=false,alpha=1),iforest") == ["ae", "apre(mss=false,alpha=1)", "iforest"]
+    assert parse_detector_list("baselines") == list(BASELINES)
+    assert parse_detector_list("all,ae", registered=["ae", "iforest"]) == ["ae", "iforest"]
+    for bad in ("", "ae(", "ae(epochs)", "ae(x=1,x=2)", "a b", "ae)"):
+        with pytest.raises(ValueError):
+            parse_detector_list(bad)
+
+
+def test_critical_difference_and_ranks():
+    # Demsar (2006): k = 3, q = 2.343 -> CD = 2.343 * sqrt(3 * 4 / (6 * 10))
+    assert critical_difference(3, 10) == pytest.approx(2.343 * np.sqrt(12 / 60))
+    assert critical_difference(12, 27) > critical_difference(10, 27)  # beyond the table, from scipy
+    import pandas as pd
+
+    means = pd.DataFrame({"a": [0.9, 0.7, 0.8], "b": [0.8, 0.7, 0.5], "c": [np.nan] * 3},
+                         index=["d1", "d2", "d3"])
+    ranks = rank_table(means)
+    assert list(ranks.columns) == ["a", "b"]  # a detector without results is left out
+    assert ranks.loc["d2"].tolist() == [1.5, 1.5]
+    assert wins_ties_losses(means, "a", "b") == (2, 1, 0)
+
+
+def test_ocsvm_scores_equal_pyods_own(table):
+    """The adapter evaluates OCSVM's decision function with BLAS; it must match PyOD/libsvm to rounding."""
+    from pyod.models.ocsvm import OCSVM
+
+    from aeguard.core import registry
+
+    X, _ = table
+    # unscaled features: nearly every RBF term underflows to 0 (the KD-tree path) except within a tight cluster
+    rng = np.random.default_rng(0)
+    spread = np.vstack([rng.standard_normal((1400, 4)) * 1000, rng.standard_normal((100, 4))])[rng.permutation(1500)]
+    for fit, test in ((X[:200], X[200:]), (spread[:900], spread)):
+        ours = registry.create("ocsvm", random_state=0).fit(fit)
+        ref = OCSVM().fit(fit)
+        scale = max(np.abs(ref.decision_scores_).max(), 1.0)
+        assert np.allclose(ours.decision_scores_, ref.decision_scores_, rtol=0, atol=1e-10 * scale)
+        assert np.allclose(ours.decision_function(test), ref.decision_function(test), rtol=0, atol=1e-10 * scale)
+
+
+# --- cells and the results file ------------------------------------------------------------------------
+
+
+def test_run_cell_fits_without_labels_and_reports_errors(suite_dir):
+    source = str(suite_dir / "alpha.npz")
+    row = run_cell(Cell("alpha", source, "iforest", seed=0))
+    assert row["status"] == OK and set(row) == set(COLUMNS)
+    assert (row["n_fit"], row["n_test"]) == (120, 80)
+    assert 0.5 < row["roc_auc"] <= 1 and 0 < row["ap"] <= 1 and row["fit_seconds"] > 0
+    assert row["peak_rss_mb"] >= 0
+    assert run_cell(Cell("alpha", source, "iforest", seed=0))["roc_auc"] == row["roc_auc"]  # seeded
+
+    bad = run_cell(Cell("alpha", source, "ae(no_such_param=1)", seed=0))
+    assert bad["status"].startswith("error: ValueError: unknown parameter(s) for ae: ['no_such_param']")
+    assert bad["roc_auc"] is None
+    missing = run_cell(Cell("gone", str(suite_dir / "gone.npz"), "iforest", seed=0))
+    assert missing["status"].startswith("error: FileNotFoundError")
+
+
+def test_results_file_keeps_one_row_per_cell_and_drops_a_cut_line(tmp_path):
+    path = tmp_path / "results.csv"
+    results = ResultsFile(path)
+    assert results.prepare(retry=[]) == [] and path.read_text().strip() == ",".join(COLUMNS)
+    ok = {"dataset": "a", "detector": "iforest", "seed": 0, "roc_auc": 0.9, "ap": 0.5, "fit_seconds": 0.1,
+          "score_seconds": 0.01, "peak_rss_mb": 1.0, "n_fit": 60, "n_test": 40, "status": OK}
+    failed = {**ok, "detector": "ecod", "roc_auc": None, "ap": None, "status": "error: ValueError: x, y"}
+    for row in (ok, failed, ok):
+        results.append(row)
+    with open(path, "a") as fh:
+        fh.write("a,knn,0,0.8")  # a write cut short by a kill
+    kept = results.prepare(retry=[("a", "ecod", 0)])
+    assert [(r["detector"], r["status"]) for r in kept] == [("iforest", OK)]
+    assert len(read_results(path)) == 1 and path.read_text().count("\n") == 2
+    results.append(failed)
+    assert [r["status"] for r in results.prepare(retry=[])] == [OK, "error: ValueError: x, y"]  # not retried
+
+
+# --- runs --------------------------------------------------------------------------------------------
+
+
+def test_cli_end_to_end_with_report(suite_dir, tmp_path):
+    out = tmp_path / "run"
+    args = ["benchmark", "--suite", str(suite_dir), "--detectors", "ae(epochs=20),iforest,ecod", "--seeds", "2",
+            "--out", str(out), "--workers", "1", "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "12 cells run" in result.output
+
+    with open(out / "results.csv", newline="") as fh:
+        assert next(csv.reader(fh)) == list(COLUMNS)
+    rows = _rows(out / "results.csv")
+    # beta (300 x 8) is larger than alpha (200 x 5), so its cells run first; then detector order, then seed
+    expected = [(ds, det, str(s)) for ds in ("beta", "alpha") for det in ("ae(epochs=20)", "iforest", "ecod")
+                for s in (0, 1)]
+    assert [(r["dataset"], r["detector"], r["seed"]) for r in rows] == expected
+    assert all(r["status"] == OK and 0 <= float(r["roc_auc"]) <= 1 for r in rows)
+    assert {r["n_fit"] for r in rows if r["dataset"] == "alpha"} == {"120"}
+
+    run = json.loads((out / "run.json").read_text())
+    assert run["cells_run"] == 12 and run["completed"] and run["wall_seconds"] > 0
+    assert run["workers"] == 1 and run["backend"] == "loky" and run["machine"]["cpu_count"]
+
+    report = (out / "report.md").read_text()
+    for text in ("ROC-AUC per dataset", "AP per dataset", "avg rank", "Wins / ties / losses", "`ae(epochs=20)`",
+                 "fit / iforest", "figures/rank_heatmap.png", "figures/cd_roc_auc.png"):
+        assert text in report
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<table>" in page and 'src="figures/cd_ap.png"' in page
+    for name in ("rank_heatmap", "cd_roc_auc", "cd_ap", "time_ratio"):
+        assert (out / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+    (out / "report.md").unlink()
+    again = CliRunner().invoke(app, ["benchmark", "--report-only", "--out", str(out)])
+    assert again.exit_code == 0 and (out / "report.md").read_text() == report
+
+    rerun = CliRunner().invoke(app, args)  # everything is done: nothing runs, nothing is appended
+    assert rerun.exit_code == 0 and "0 cells run" in rerun.output and len(_rows(out / "results.csv")) == 12
+
+
+def test_failing_cell_is_recorded_the_run_goes_on_and_a_rerun_retries_it(suite_dir, tmp_path):
+    suite = resolve_suite(str(suite_dir), names=["beta"])
+    specs = ["iforest(n_estimators=-5)", "ecod"]
+    summary = run_benchmark(suite, specs, 1, tmp_path, workers=1, progress=False)
+    assert (summary.ran, summary.failed) == (2, 1)
+    rows = {r["detector"]: r for r in _rows(tmp_path / "results.csv")}
+    assert rows["iforest(n_estimators=-5)"]["status"].startswith("error: ")
+    assert rows["iforest(n_estimators=-5)"]["roc_auc"] == "" and rows["ecod"]["status"] == OK
+
+    again = run_benchmark(suite, specs, 1, tmp_path, workers=1, progress=False)
+    assert (again.skipped, again.ran, again.failed) == (1, 1, 1)  # the failed cell is retried, ecod is not
+    assert sorted(r["detector"] for r in _rows(tmp_path / "results.csv")) == sorted(specs)  # one row per cell
+    build_report(tmp_path)
+    assert "Failed cells" in (tmp_path / "report.md").read_text()
+
+
+def test_killed_run_resumes_with_only_the_missing_cells(tmp_path):
+    folder = tmp_path / "suite"
+    folder.mkdir()
+    X, y = _table(1900, 100, 8, 5)
+    np.savez(folder / "big.npz", X=X, y=y)
+    out = tmp_path / "out"
+    args = [str(AEGUARD), "benchmark", "--suite", str(folder), "--detectors", "iforest", "--seeds", "12",
+            "--out", str(out), "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                            env={**os.environ, "CI": "1"})
+    results = out / "results.csv"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if results.exists() and results.read_text().count("\n") >= 2:  # header + first finished cell
+                break
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its loky workers, as a crash would
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    before = results.read_text()
+    done = len(read_results(results))
+    assert 1 <= done < 12
+
+    suite = resolve_suite(str(folder))
+    summary = run_benchmark(suite, ["iforest"], 12, out, workers=1, progress=False)
+    assert (summary.skipped, summary.ran) == (done, 12 - done)
+    rows = _rows(results)
+    assert sorted(int(r["seed"]) for r in rows) == list(range(12))  # every cell once, no duplicates
+    complete_lines = before[: before.rfind("\n") + 1]
+    assert results.read_text().startswith(complete_lines)  # finished cells were kept, not run again
+    run = json.loads((out / "run.json").read_text())
+    assert run["cells_todo"] == 12 - done and run["history"][0]["completed"] is False
+
+
+def test_one_run_per_output_folder(suite_dir, tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    suite = resolve_suite(str(suite_dir), names=["beta"])
+    with open(tmp_path / ".lock", "w") as held:  # another run holds the folder
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(RuntimeError, match="another benchmark run"):
+            run_benchmark(suite, ["iforest"], 1, tmp_path, workers=1, progress=False)
+    assert run_benchmark(suite, ["iforest"], 1, tmp_path, workers=1, progress=False).ran == 1
+
+
+def test_dask_backend_on_a_local_cluster(suite_dir, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    suite = resolve_suite(str(suite_dir))
+    reference = run_benchmark(suite, ["iforest", "ecod"], 1, tmp_path / "local", workers=1, progress=False)
+    assert reference.failed == 0
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        summary = run_benchmark(suite, ["iforest", "ecod"], 1, tmp_path / "dask", backend="dask",
+                                scheduler=cluster.scheduler_address, progress=False)
+    assert (summary.ran, summary.failed) == (4, 0)
+    key = ("dataset", "detector", "seed")
+    local = {tuple(r[k] for k in key): r["roc_auc"] for r in _rows(tmp_path / "local" / "results.csv")}
+    remote = {tuple(r[k] for k in key): r["roc_auc"] for r in _rows(tmp_path / "dask" / "results.csv")}
+    assert remote == local  # same cells, same splits, same seeds: same numbers on the cluster
+    assert json.loads((tmp_path / "dask" / "run.json").read_text())["backend"] == "dask"
+
+
+def test_ray_backend_without_ray_says_how_to_install(suite_dir, tmp_path):
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("ray is installed")
+    suite = resolve_suite(str(suite_dir), names=["beta"])
+    with pytest.raises(RuntimeError, match="pip install"):
+        run_benchmark(suite, ["iforest"], 1, tmp_path, backend="ray", progress=False)
+
+
+# --- suites and CLI errors -------------------------------------------------------------------------------
+
+
+def test_odds_suite_lists_missing_datasets(odds_dir):
+    suite = resolve_suite("odds", odds_dir)
+    names = [e.name for e in suite.datasets]
+    assert len(names) == 27 and sorted(suite.missing) == ["heart", "mulcross", "speech", "yeast"]
+    http = next(e for e in suite.datasets if e.name == "http")
+    assert (http.n, http.d) == (567498, 3)  # the local file's shape, used to schedule big cells first
+    assert names.index("wine") >= 0 and resolve_suite("odds", odds_dir, ["wine"]).missing == []
+    with pytest.raises(ValueError, match="not found"):
+        resolve_suite("odds", odds_dir, ["speech"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--detectors", "nope"], "unknown detector(s): nope"),
+    (["--datasets", "gamma"], "unknown dataset(s)"),
+    (["--backend", "spark"], "unknown backend"),
+    (["--seeds", "0"], "--seeds must be at least 1"),
+])
+def test_cli_rejects_bad_arguments(suite_dir, tmp_path, args, message):
+    result = CliRunner().invoke(app, ["benchmark", "--suite", str(suite_dir), "--detectors", "iforest",
+                                      "--out", str(tmp_path), *args])
+    assert result.exit_code != 0 and message in str(result.exception)
+    assert not (tmp_path / "results.csv").exists() or len(_rows(tmp_path / "results.csv")) == 0
+
+
+def test_report_only_without_results_is_a_clear_error(tmp_path):
+    result = CliRunner().invoke(app, ["benchmark", "--report-only", "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "no results" in str(result.exception)
+
+
+def test_cli_module_imports_no_heavy_libraries():
+    code = ("import sys, aeguard.benchmark.cli, aeguard.core.cli; "
+            "print(sorted(m for m in ('torch', 'pyod', 'sklearn', 'matplotlib', 'distributed') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
