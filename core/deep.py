@@ -156,9 +156,13 @@ class DeepDetector(BaseDetector):
         std = X.std(axis=0, ddof=1)
         return mean, std + 1e-5
 
-    def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
+    def _train(self, model: nn.Module, z_train: np.ndarray, z_val: np.ndarray | None, seed: int) -> dict[str, Any]:
+        """Train ``model`` in place with Lightning; a hook so a plugin can wrap training (e.g. reuse weights)."""
         from aeguard.core.training import train_model
 
+        return train_model(self, model, z_train, z_val, seed=seed)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
         seed = self.seed_
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
@@ -168,8 +172,7 @@ class DeepDetector(BaseDetector):
         z_all = ((X - mean) / scale).astype(np.float32)
         train_idx, val_idx = self._split(len(z_all), rng)
         model = self.build_model(X.shape[1])
-        self.history_ = train_model(self, model, z_all[train_idx], z_all[val_idx] if len(val_idx) else None,
-                                    seed=seed)
+        self.history_ = self._train(model, z_all[train_idx], z_all[val_idx] if len(val_idx) else None, seed)
         model = model.to("cpu").eval()
         with torch.no_grad():
             self.fit_after_training(model, torch.from_numpy(z_all))

@@ -119,6 +119,25 @@ class RichEpochBar(Callback):
             self._progress.stop()
 
 
+class _BestWeights(Callback):
+    """Keeps the weights of the lowest validation loss and puts them back when training ends."""
+
+    def __init__(self) -> None:
+        self.best = math.inf
+        self.epoch = 0
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: _TrainingModule) -> None:
+        value = trainer.callback_metrics.get("val_loss")
+        if value is not None and float(value) < self.best:
+            self.best, self.epoch = float(value), pl_module.epochs_done
+            self.state = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: _TrainingModule) -> None:
+        if self.state is not None:
+            pl_module.model.load_state_dict(self.state)
+
+
 def train_model(detector: Any, model: nn.Module, z_train: np.ndarray, z_val: np.ndarray | None,
                 seed: int) -> dict[str, Any]:
     """Train ``model`` in place with Lightning; returns a small history for the manifest."""
@@ -137,6 +156,9 @@ def train_model(detector: Any, model: nn.Module, z_train: np.ndarray, z_val: np.
     has_val = z_val is not None and len(z_val) > 0
     if patience is not None and has_val:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=int(patience), mode="min"))
+    best = _BestWeights() if has_val and detector._param("restore_best", False) else None
+    if best is not None:
+        callbacks.append(best)
     train_tensor = torch.from_numpy(np.ascontiguousarray(z_train))
     loaders: dict[str, Any] = {"train_dataloaders": _OneBatch(train_tensor)}
     if has_val:
@@ -154,4 +176,5 @@ def train_model(detector: Any, model: nn.Module, z_train: np.ndarray, z_val: np.
             "lightning_steps": module.steps_done,
             "final_loss": module.losses[-1] if module.losses else None,
             "train_seconds": round(time.perf_counter() - started, 4),
-            "n_train": int(len(z_train)), "n_val": int(len(z_val)) if has_val else 0}
+            "n_train": int(len(z_train)), "n_val": int(len(z_val)) if has_val else 0,
+            **({"best_epoch": best.epoch, "best_val_loss": best.best} if best is not None else {})}

@@ -27,6 +27,16 @@ def aeguard_detectors() -> list[DetectorRecord]:
             description="MLP autoencoder, MSE score (the baseline every spec compares with)",
             modalities=("tabular", "image"), mss_compatible=True,
         ),
+        DetectorRecord(
+            name="ae+mss", target="aeguard.plugins.mss:AEMSSDetector",
+            description="MLP autoencoder scored against its kNN mean-shifted input (MSS-MSE)",
+            modalities=("tabular", "image"), mss_compatible=True,
+        ),
+        DetectorRecord(
+            name="apre", target="aeguard.plugins.apre.detector:APREDetector",
+            description="Probabilistic AE (PRE-trained), WNLL score with mean-shift scoring (MSS-PAE)",
+            modalities=("tabular", "image"), mss_compatible=True,
+        ),
     ]
     records += [
         DetectorRecord(name=name, target="aeguard.plugins.pyod_baselines:PyODDetector", description=desc,

@@ -1,0 +1,96 @@
+"""Opt-in cache of trained weights, so scoring variants of one trained network are not retrained.
+
+The ablation rows of the benchmark (``apre`` with NLL, WNLL, MSS m = 1, 2, 3) differ only in how the trained
+PAE is scored: training never sees ``alpha``, ``beta`` or the ``mss*`` parameters. With the environment
+variable ``AEGUARD_TRAIN_CACHE`` set to a folder, a fit stores its trained weights and history under a key
+made of everything training depends on (model class and width, resolved training parameters, seed, the exact
+standardized training and validation bytes, torch version), and an identical later fit loads them instead of
+training again. Results are those of a fresh training run (CPU training is deterministic); only the fit time
+differs, which the manifest history records as ``cache: "hit"``.
+
+Concurrent workers: the first one to claim a key trains while holding a lock file; the others wait for its
+result (or take over when the holder's process is gone), so no work is done twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ENV = "AEGUARD_TRAIN_CACHE"
+
+
+def cache_dir() -> Path | None:
+    value = os.environ.get(ENV, "").strip()
+    return Path(value) if value else None
+
+
+def training_key(parts: dict[str, Any], arrays: list[np.ndarray | None]) -> str:
+    """sha256 over a JSON description and the raw bytes of the training arrays."""
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    for arr in arrays:
+        if arr is None:
+            digest.update(b"none")
+            continue
+        arr = np.ascontiguousarray(arr)
+        digest.update(f"{arr.dtype}{arr.shape}".encode())
+        digest.update(arr.tobytes())
+    digest.update(torch.__version__.encode())
+    return digest.hexdigest()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cached_training(key: str, model: torch.nn.Module, train: Callable[[], dict[str, Any]],
+                    folder: Path | None = None, wait_seconds: float = 6 * 3600) -> dict[str, Any]:
+    """Run ``train()`` (which trains ``model`` in place) unless ``key`` is cached; then load the weights."""
+    folder = cache_dir() if folder is None else folder
+    if folder is None:
+        return train()
+    folder.mkdir(parents=True, exist_ok=True)
+    blob, lock = folder / f"{key}.pt", folder / f"{key}.lock"
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        if blob.exists():
+            saved = torch.load(blob, map_location="cpu", weights_only=False)
+            model.load_state_dict(saved["state"])
+            return {**saved["history"], "cache": "hit"}
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = int(lock.read_text() or 0)
+            except (OSError, ValueError):
+                holder = 0
+            if holder and not _alive(holder) or time.monotonic() > deadline:
+                lock.unlink(missing_ok=True)  # the trainer died (or never finished): take over
+            time.sleep(1.0)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        break
+    try:
+        history = train()
+        tmp = folder / f".{key}.{os.getpid()}.tmp"
+        torch.save({"state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "history": history}, tmp)
+        os.replace(tmp, blob)
+        return {**history, "cache": "miss"}
+    finally:
+        lock.unlink(missing_ok=True)
