@@ -39,13 +39,62 @@ bench-train: $(VENV)/.demo-installed
 clean:
 	rm -rf $(VENV) artifacts .bentoml .pytest_cache
 
-# --- edge deployment (issue 6) ---------------------------------------------------------------------------
-EDGE_DATA ?= $(or $(AEGUARD_DATA),../shared/data/odds)
-.PHONY: edge-check bench-edge
+# --- edge deployment (docs/edge.md) ------------------------------------------------------------------------
+.PHONY: edge-check bench-edge edge-gpu
 
 # aarch64 parity under qemu (needs root; caches the arm64 root filesystem in ~/.cache/aeguard/edge)
 edge-check: $(VENV)/.demo-installed
 	PY=$(abspath $(PY)) scripts/edge_check.sh
 
+# INT8 vs FP32 on every ODDS dataset in $(ODDS_DIR) (default: $AEGUARD_DATA, then the per-user cache)
 bench-edge: $(VENV)/.demo-installed
-	$(VENV)/bin/aeguard bench-edge --data-dir $(EDGE_DATA) -o docs/benchmarks/edge.json
+	$(VENV)/bin/aeguard bench-edge $(if $(ODDS_DIR),--data-dir $(ODDS_DIR)) -o docs/benchmarks/edge.json
+
+# CUDA provider against CPU (difference, batch throughput); run where onnxruntime-gpu and a GPU are present
+edge-gpu: $(VENV)/.demo-installed
+	$(PY) scripts/edge_score.py make .cache/edge-gpu
+	$(PY) scripts/edge_score.py devices .cache/edge-gpu --json .cache/edge-gpu/devices.json
+
+# --- serving (docs/serving.md) -----------------------------------------------------------------------------
+# The bento and its model store live in a project-local BENTOML_HOME; serve the built bento with the same
+# BENTOML_HOME (`BENTOML_HOME=.bentoml/home bentoml serve aeguard-scoring:latest`).
+SERVE_ARTIFACT ?= artifacts/demo-ae
+BENTO_MODEL ?= aeguard-demo
+BENTO_ENV := BENTOML_DO_NOT_TRACK=True BENTOML_HOME=$(CURDIR)/.bentoml/home
+BENCH_OUT ?= runs/serving-bench.jsonl
+
+.PHONY: serve bento bench-serve test-serving
+
+$(SERVE_ARTIFACT): | $(VENV)/.test-installed
+	$(VENV)/bin/aeguard demo -o $(SERVE_ARTIFACT)
+
+serve: $(VENV)/.test-installed $(SERVE_ARTIFACT)
+	$(VENV)/bin/aeguard serve $(SERVE_ARTIFACT)
+
+# offline: the wheel is built without build isolation (needs setuptools>=68 and wheel in the venv, else pip
+# falls back to an isolated build from the index), packages are not locked, the artifact is a store entry
+bento: $(VENV)/.test-installed $(SERVE_ARTIFACT)
+	$(BENTO_ENV) $(VENV)/bin/aeguard models import $(SERVE_ARTIFACT) --name $(BENTO_MODEL)
+	rm -f dist/aeguard-*.whl
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist . || $(PY) -m pip wheel -q --no-deps -w dist .
+	$(BENTO_ENV) $(VENV)/bin/bentoml build .
+
+# the load-benchmark table of docs/serving.md (appends JSON lines to $(BENCH_OUT))
+bench-serve: $(VENV)/.test-installed $(SERVE_ARTIFACT)
+	@mkdir -p $(dir $(BENCH_OUT))
+	for R in 1 256; do for C in 1 16; do \
+		$(VENV)/bin/aeguard bench-serve $(SERVE_ARTIFACT) --requests 1000 --concurrency $$C --rows-per-request $$R \
+			-o $(BENCH_OUT) || exit 1; done; done
+	$(VENV)/bin/aeguard bench-serve $(SERVE_ARTIFACT) --requests 10000 --concurrency 16 --rows-per-request 16 \
+		--bad-fraction 0.5 --max-rows 100 --max-body-bytes 262144 -o $(BENCH_OUT)
+
+test-serving: $(VENV)/.test-installed
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_serving.py
+
+# The committed ODDS benchmark (docs/benchmarks/odds.md): ae + the 8 PyOD baselines, 5 seeds, every ODDS dataset
+# present in $(ODDS_DIR) (default: $AEGUARD_DATA, then the per-user cache). Reruns resume in runs/odds.
+ODDS_DIR ?=
+.PHONY: bench-odds
+bench-odds: $(VENV)/.demo-installed
+	$(VENV)/bin/aeguard benchmark --suite odds --detectors ae,baselines --seeds 5 --workers 2 --out runs/odds \
+		$(if $(ODDS_DIR),--data-dir $(ODDS_DIR)) --report-to docs/benchmarks/odds.md

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
+
 from aeguard.datasets import (
     ODDS,
     DatasetInfo,
@@ -33,7 +35,6 @@ from aeguard.datasets import (
 from aeguard.datasets.cli import app
 from aeguard.datasets.default import DEFAULT_CSV, build_default_frame, default_csv_path, render_default_csv
 from aeguard.datasets.fetch import CHECKSUM_MISMATCH, DOWNLOADED, ERROR, NO_SOURCE, PRESENT, sha256_file
-from typer.testing import CliRunner
 
 SHARED_ODDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "odds"
 MISSING_FROM_SHARED = {"heart", "mulcross", "speech", "yeast"}
