@@ -57,6 +57,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _save(path: Path, model: torch.nn.Module, history: dict[str, Any]) -> None:
+    """Weights as plain arrays and the history as JSON: no pickle, even in a cache."""
+    arrays = {f"state/{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    np.savez(path, history=np.array(json.dumps(history, default=str)), **arrays)
+
+
+def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    with np.load(path, allow_pickle=False) as data:
+        state = {k[len("state/"):]: torch.from_numpy(data[k].copy()) for k in data.files if k.startswith("state/")}
+        return state, json.loads(str(data["history"]))
+
+
 def cached_training(key: str, model: torch.nn.Module, train: Callable[[], dict[str, Any]],
                     folder: Path | None = None, wait_seconds: float = 6 * 3600) -> dict[str, Any]:
     """Run ``train()`` (which trains ``model`` in place) unless ``key`` is cached; then load the weights."""
@@ -64,13 +76,13 @@ def cached_training(key: str, model: torch.nn.Module, train: Callable[[], dict[s
     if folder is None:
         return train()
     folder.mkdir(parents=True, exist_ok=True)
-    blob, lock = folder / f"{key}.pt", folder / f"{key}.lock"
+    blob, lock = folder / f"{key}.npz", folder / f"{key}.lock"
     deadline = time.monotonic() + wait_seconds
     while True:
         if blob.exists():
-            saved = torch.load(blob, map_location="cpu", weights_only=False)
-            model.load_state_dict(saved["state"])
-            return {**saved["history"], "cache": "hit"}
+            state, history = _load(blob)
+            model.load_state_dict(state)
+            return {**history, "cache": "hit"}
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
@@ -87,9 +99,8 @@ def cached_training(key: str, model: torch.nn.Module, train: Callable[[], dict[s
         break
     try:
         history = train()
-        tmp = folder / f".{key}.{os.getpid()}.tmp"
-        torch.save({"state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                    "history": history}, tmp)
+        tmp = folder / f".{key}.{os.getpid()}.tmp.npz"
+        _save(tmp, model, history)
         os.replace(tmp, blob)
         return {**history, "cache": "miss"}
     finally:
