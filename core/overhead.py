@@ -36,6 +36,7 @@ def measure_overhead(detector_name: str = "ae", rows: int = 2000, features: int 
                      repeats: int = 3, seed: int = 0) -> dict[str, Any]:
     """Milliseconds per epoch for the three loops (best of ``repeats``) and their ratios to bare torch."""
     from aeguard.core import registry
+    from aeguard.core.deep import torch_threads
     from aeguard.core.training import train_model
 
     rng = np.random.default_rng(seed)
@@ -47,7 +48,8 @@ def measure_overhead(detector_name: str = "ae", rows: int = 2000, features: int 
     train_model(detector, detector.build_model(features), z[:50], None, seed=seed)  # warm-up imports
     for _ in range(repeats):
         torch.manual_seed(seed)
-        timings["torch"].append(_bare_loop(detector, detector.build_model(features), torch.from_numpy(z), epochs))
+        with torch_threads():  # the same thread setting the Lightning loop uses
+            timings["torch"].append(_bare_loop(detector, detector.build_model(features), torch.from_numpy(z), epochs))
         for label, chunk in (("lightning chunked", default_chunk), ("lightning per-epoch", 1)):
             detector.epochs_per_step = chunk
             torch.manual_seed(seed)
