@@ -39,6 +39,9 @@ from aeguard.core.base import ScoreOutput
 #: the mean-shift hyperparameters every MSS-enabled detector accepts, with their label-free defaults
 MSS_PARAMS: dict[str, Any] = {"mss": True, "mss_k": None, "mss_m": 1, "mss_max_ref": 10000, "mss_cap_k": "same"}
 
+#: README cap on one graph constant (a reference level is n_ref x d float32)
+MAX_CONSTANT_BYTES = 32 << 20
+
 #: rows of a scoring batch times reference rows kept in one in-graph distance matrix (float32: 256 MiB)
 GRAPH_CELLS = 1 << 26
 
@@ -57,10 +60,13 @@ def check_mss_params(k: Any, m: Any, max_ref: Any, cap_k: Any) -> None:
         raise ValueError(f"mss_m must be an int >= 1, got {m!r}")
     if max_ref is not None and (isinstance(max_ref, bool) or not isinstance(max_ref, (int, np.integer))
                                 or max_ref < 2):
-        raise ValueError(f"mss_max_ref must be None (no cap) or an int >= 2, got {max_ref!r}")
+        raise ValueError(f"mss_max_ref must be None (byte cap only) or an int >= 2, got {max_ref!r}")
     if cap_k not in ("same", "scaled"):
         raise ValueError(f"mss_cap_k must be 'same' or 'scaled', got {cap_k!r}")
 
+
+#: memory (MiB) sklearn's brute-force kNN may use per chunk of queries (its default, 1024, doubled peak RSS)
+KNN_WORKING_MB = 128
 
 #: widest input for which a KD-tree beats sklearn's chunked brute force at MSS-sized k (measured, docs/apre.md)
 TREE_MAX_DIM = 5
@@ -77,12 +83,15 @@ def _neighbors(data: np.ndarray, n_neighbors: int) -> Any:
 
 def shift_fit_set(z_fit: np.ndarray, k: int, m: int) -> list[np.ndarray]:
     """Levels ``[X(0), ..., X(m)]`` of the offline shift: self-inclusive kNN, synchronous updates."""
+    from sklearn import config_context
+
     levels = [np.asarray(z_fit, dtype=np.float64)]
     for _ in range(m):
         current = levels[-1]
         # Querying the fitted rows themselves returns each row among its own neighbours (distance 0); with
         # duplicates a copy may stand in for it, which leaves the mean unchanged.
-        idx = _neighbors(current, k).kneighbors(current, return_distance=False)
+        with config_context(working_memory=KNN_WORKING_MB):
+            idx = _neighbors(current, k).kneighbors(current, return_distance=False)
         levels.append(current[idx].mean(axis=1))
     return levels
 
@@ -94,13 +103,17 @@ def shift_points(queries: np.ndarray, refs: list[np.ndarray], k: int, own_rows: 
     ``own_rows[i] >= 0`` marks a query that is itself reference row ``own_rows[i]``: that row is left out
     of its neighbours (used for fit-set threshold scores under the cap).
     """
+    from sklearn import config_context
+
     q = np.asarray(queries, dtype=np.float64)
     for t, ref in enumerate(refs):
         nn_t = index[t] if index is not None else _neighbors(ref, k - 1)
-        if own_rows is None:
-            idx = nn_t.kneighbors(q, n_neighbors=k - 1, return_distance=False)
-        else:
-            idx = _drop_own(nn_t.kneighbors(q, n_neighbors=min(k, len(ref)), return_distance=False), own_rows, k - 1)
+        with config_context(working_memory=KNN_WORKING_MB):
+            if own_rows is None:
+                idx = nn_t.kneighbors(q, n_neighbors=k - 1, return_distance=False)
+            else:
+                idx = nn_t.kneighbors(q, n_neighbors=min(k, len(ref)), return_distance=False)
+                idx = _drop_own(idx, own_rows, k - 1)
         q = (q + ref[idx].sum(axis=1)) / k
     return q
 
@@ -184,23 +197,32 @@ class MeanShiftFit:
                 "max_batch_rows": self.batch_rows(), "seconds": {k: round(v, 4) for k, v in self.seconds.items()}}
 
 
+def max_ref_rows(n_features: int, max_ref: int | None) -> int:
+    """Reference rows kept: ``max_ref`` and at most :data:`MAX_CONSTANT_BYTES` per float32 level constant."""
+    by_bytes = max(2, MAX_CONSTANT_BYTES // (4 * max(1, n_features)))
+    return int(by_bytes if max_ref is None else min(max_ref, by_bytes))
+
+
 def fit_mean_shift(z_fit: np.ndarray, k: int | None = None, m: int = 1, max_ref: int | None = 10000,
                    cap_k: str = "same", seed: int = 0) -> MeanShiftFit:
     """Offline shift of the (standardized) fit set, reference levels with the seeded cap, fit-set targets.
 
-    ``k`` defaults to :func:`default_k`; it is lowered to ``n_fit - 1`` and to ``n_ref + 1`` where needed.
+    ``k`` defaults to :func:`default_k`; it is lowered to ``n_fit - 1`` and to ``n_ref`` where needed. The
+    reference cap is ``mss_max_ref`` rows and 32 MiB per level (:func:`max_ref_rows`); rows are drawn uniformly
+    without replacement with the fit seed, the same rows for every level.
     """
     check_mss_params(k, m, max_ref, cap_k)
     z_fit = np.asarray(z_fit, dtype=np.float64)
     n_fit = len(z_fit)
     if n_fit < 3:
         raise ValueError(f"mean-shift scoring needs at least 3 fit rows, got {n_fit}")
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     k_fit = int(min(default_k(n_fit) if k is None else k, n_fit - 1))
     levels = shift_fit_set(z_fit, k_fit, m)
-    t_shift = time.perf_counter() - started
-    capped = max_ref is not None and n_fit > max_ref
-    rows = np.sort(np.random.default_rng(seed).choice(n_fit, int(max_ref), replace=False)) if capped else None
+    t_shift, cpu_shift = time.perf_counter() - started, time.process_time() - cpu_started
+    cap = max_ref_rows(z_fit.shape[1], max_ref)
+    capped = n_fit > cap
+    rows = np.sort(np.random.default_rng(seed).choice(n_fit, cap, replace=False)) if capped else None
     refs = [lvl if rows is None else lvl[rows] for lvl in levels[:m]]
     n_ref = len(refs[0])
     k_ref = k_fit if (not capped or cap_k == "same") else max(2, round(k_fit * n_ref / n_fit))
@@ -213,7 +235,8 @@ def fit_mean_shift(z_fit: np.ndarray, k: int | None = None, m: int = 1, max_ref:
         own = np.full(n_fit, -1, dtype=np.int64)
         own[rows] = np.arange(n_ref)
         fit.fit_targets = shift_points(z_fit, fit.refs, k_ref, own_rows=own, index=fit.index()).astype(np.float32)
-    fit.seconds = {"fit_shift": t_shift, "total": time.perf_counter() - started}
+    fit.seconds = {"fit_shift": t_shift, "total": time.perf_counter() - started, "fit_shift_cpu": cpu_shift,
+                   "total_cpu": time.process_time() - cpu_started}
     return fit
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -110,8 +111,13 @@ class APREDetector(MSSMixin, DeepDetector):
         if z_val is None or len(z_val) == 0:  # without a hold-out these two cannot change training
             parts.update(early_stopping=None, restore_best=False)
         key = training_key(parts, [z_train, z_val])
+        def train() -> dict[str, Any]:
+            cpu = time.process_time()
+            history = super(APREDetector, self)._train(model, z_train, z_val, seed)
+            return {**history, "train_cpu_seconds": round(time.process_time() - cpu, 4)}
+
         try:
-            return cached_training(key, model, lambda: super(APREDetector, self)._train(model, z_train, z_val, seed))
+            return cached_training(key, model, train)
         finally:
             self.__dict__.pop("_zt_cache", None)
 
