@@ -288,7 +288,8 @@ def quantize_int8(src: str | Path, dst: str | Path, per_channel: bool = True, re
                            "sympy") from None
     with tempfile.TemporaryDirectory(prefix="aeguard-int8-") as tmp:
         pre, per_batch = Path(tmp) / "pre.onnx", Path(tmp) / "per_batch.onnx"
-        quant_pre_process(str(src), str(pre))
+        # shape inference only: its graph optimisation folds Transpose(reference set) into a second copy
+        quant_pre_process(str(src), str(pre), skip_optimization=True)
         model = onnx.load(str(pre))
         for i, node in enumerate(model.graph.node):  # the quantizer addresses nodes by name
             if not node.name:
