@@ -8,7 +8,8 @@ submitted in the given order (largest datasets first) so long cells do not end u
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .cells import Cell, error_status, run_cell
@@ -32,14 +33,37 @@ def run_cells(cells: list[Cell], backend: str = "loky", workers: int = 1,
     return _loky(cells, workers)
 
 
-def _loky(cells: list[Cell], workers: int) -> Iterator[tuple[Cell, dict[str, Any]]]:
-    from joblib import Parallel, delayed
+def _loky(cells: list[Cell], workers: int,
+          run: Callable[[Cell], dict[str, Any]] = run_cell) -> Iterator[tuple[Cell, dict[str, Any]]]:
+    """At most ``workers`` cells in flight on loky's reusable process pool, submitted in the given order.
 
-    # batch_size=1 keeps the submission order (big cells first) and lets every row arrive on its own.
-    parallel = Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered", batch_size=1)
-    by_key = {cell.key: cell for cell in cells}
-    for row in parallel(delayed(run_cell)(cell) for cell in cells):
-        yield by_key[(row["dataset"], row["detector"], row["seed"])], row
+    A worker that dies (out of memory, a segfault in native code) breaks the whole pool, so every cell in flight
+    fails with it and nobody knows which one killed it. Those cells are run again one at a time at the end; a
+    cell that kills its worker on its own is recorded as failed and the run goes on.
+    """
+    from joblib.externals.loky import FIRST_COMPLETED, get_reusable_executor, wait
+    from joblib.externals.loky.process_executor import BrokenProcessPool
+
+    queue, suspects = deque(cells), deque()
+    in_flight: dict[Any, Cell] = {}
+    executor = get_reusable_executor(max_workers=workers)
+    while queue or in_flight or suspects:
+        alone = not queue and not in_flight  # only suspects left: one at a time
+        source = suspects if alone else queue
+        while source and len(in_flight) < (1 if alone else workers):
+            cell = source.popleft()
+            in_flight[executor.submit(run, cell)] = cell
+        done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+        for future in done:
+            cell = in_flight.pop(future)
+            try:
+                yield cell, future.result()
+            except BrokenProcessPool as exc:
+                if alone:
+                    yield cell, _failed_row(cell, exc)
+                else:
+                    suspects.append(cell)
+                executor = get_reusable_executor(max_workers=workers)  # a fresh pool replaces the broken one
 
 
 def dask_client(scheduler: str | None, workers: int) -> tuple[Any, Any]:

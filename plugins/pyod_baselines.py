@@ -14,6 +14,22 @@ import numpy as np
 from aeguard.core.base import BaseDetector, ScoreOutput
 from aeguard.plugins import PYOD_BASELINES as BASELINES
 
+#: Baselines fitted on the fit split's non-constant columns only. PyOD's PCA weights each component's distance by
+#: 1 / explained variance ratio; a column that is constant on the fit split (mnist and optdigits have several)
+#: gives a zero-variance component and infinite scores. A constant column carries no information for PCA, so
+#: dropping it is the estimator PyOD intends; the other baselines see every column, as in PyOD's benchmark.
+DROPS_CONSTANT_COLUMNS = frozenset({"pca"})
+
+
+def _informative_columns(X: np.ndarray) -> np.ndarray | None:
+    """Indices of the columns that vary on ``X``; None when all do (nothing to drop)."""
+    varies = np.ptp(X, axis=0) > 0
+    if varies.all():
+        return None
+    if not varies.any():
+        raise ValueError("every feature is constant on the fit data; nothing to detect outliers with")
+    return np.flatnonzero(varies)
+
 
 class PyODDetector(BaseDetector):
     """Adapter around one PyOD model; ``params`` are passed to its constructor unchanged."""
@@ -41,13 +57,19 @@ class PyODDetector(BaseDetector):
         if "contamination" in accepted:
             params.setdefault("contamination", 0.1)
         estimator = cls(**params)
+        self.kept_columns_ = _informative_columns(X) if self.algorithm in DROPS_CONSTANT_COLUMNS else None
+        X = self._kept(X)
         if _is_rbf_ocsvm(estimator):
             _fit_rbf_ocsvm(estimator, X)
         else:
             estimator.fit(X)
         self.estimator_ = estimator
 
+    def _kept(self, X: np.ndarray) -> np.ndarray:
+        return X if self.kept_columns_ is None else X[:, self.kept_columns_]
+
     def _score(self, X: np.ndarray) -> ScoreOutput:
+        X = self._kept(X)
         if _is_rbf_ocsvm(self.estimator_):
             return ScoreOutput(-rbf_svm_decision(self.estimator_.detector_, X))
         return ScoreOutput(np.asarray(self.estimator_.decision_function(X), dtype=np.float64))

@@ -217,6 +217,41 @@ def test_failing_cell_is_recorded_the_run_goes_on_and_a_rerun_retries_it(suite_d
     assert "Failed cells" in (tmp_path / "report.md").read_text()
 
 
+def _die_on_crash_spec(cell: Cell) -> dict:
+    """Cell runner for the test below: the process running a ``crash`` cell dies as an OOM-killed one would."""
+    if cell.detector == "crash":
+        os._exit(137)
+    return run_cell(cell)
+
+
+def test_a_cell_that_kills_its_worker_is_recorded_and_the_other_cells_finish(suite_dir):
+    from aeguard.benchmark.backends import _loky
+
+    cells = [Cell(name, str(suite_dir / f"{name}.npz"), detector, 0)
+             for name in ("alpha", "beta") for detector in ("iforest", "crash", "ecod")]
+    rows = {cell.key: row for cell, row in _loky(cells, workers=2, run=_die_on_crash_spec)}
+    assert sorted(rows) == sorted(c.key for c in cells)  # every cell answered once, nothing lost
+    for (_, detector, _), row in rows.items():
+        if detector == "crash":
+            assert row["status"].startswith("error: ") and "TerminatedWorkerError" in row["status"], row
+        else:
+            assert row["status"] == OK, row  # cells that shared the broken pool were rerun, not failed
+
+
+def test_pca_ignores_columns_that_are_constant_on_the_fit_split(table):
+    from aeguard.core import registry
+
+    X, y = table
+    X = np.column_stack([X, np.zeros(len(X)), np.full(len(X), 3.0)])
+    X_test = X.copy()
+    X_test[:, -1] = 7.0  # a constant fit column that moves at scoring time carries no information for PCA
+    det = registry.create("pca", random_state=0).fit(X)
+    scores = det.decision_function(X_test)
+    assert np.isfinite(scores).all()
+    np.testing.assert_allclose(scores, det.decision_function(X))
+    assert list(det.kept_columns_) == list(range(X.shape[1] - 2))
+
+
 def test_killed_run_resumes_with_only_the_missing_cells(tmp_path):
     folder = tmp_path / "suite"
     folder.mkdir()
