@@ -14,21 +14,20 @@ import numpy as np
 from aeguard.core.base import BaseDetector, ScoreOutput
 from aeguard.plugins import PYOD_BASELINES as BASELINES
 
-#: Baselines fitted on the fit split's non-constant columns only. PyOD's PCA weights each component's distance by
-#: 1 / explained variance ratio; a column that is constant on the fit split (mnist and optdigits have several)
-#: gives a zero-variance component and infinite scores. A constant column carries no information for PCA, so
-#: dropping it is the estimator PyOD intends; the other baselines see every column, as in PyOD's benchmark.
-DROPS_CONSTANT_COLUMNS = frozenset({"pca"})
 
-
-def _informative_columns(X: np.ndarray) -> np.ndarray | None:
-    """Indices of the columns that vary on ``X``; None when all do (nothing to drop)."""
-    varies = np.ptp(X, axis=0) > 0
-    if varies.all():
-        return None
-    if not varies.any():
-        raise ValueError("every feature is constant on the fit data; nothing to detect outliers with")
-    return np.flatnonzero(varies)
+def _pca_rank_params(X: np.ndarray, params: dict[str, Any]) -> dict[str, Any]:
+    """PyOD's PCA divides each component's distance by its explained variance ratio, so a fit split of lower rank
+    than its width (a constant column: mnist, optdigits; a column that is a linear combination of others: cardio,
+    seismic) gives a zero-variance component and infinite scores. Keeping only the components with variance
+    (``n_components`` = the numerical rank of the standardized split) is the estimator PyOD intends and leaves
+    full-rank splits exactly as PyOD's default."""
+    if params.get("n_components") is not None or not params.get("standardization", True):
+        return params
+    std = X.std(axis=0)
+    Z = (X - X.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    singular = np.linalg.svd(Z, compute_uv=False)
+    rank = int((singular > singular.max() * max(Z.shape) * np.finfo(np.float64).eps).sum())
+    return params if rank >= X.shape[1] else {**params, "n_components": max(rank, 1)}
 
 
 class PyODDetector(BaseDetector):
@@ -56,20 +55,16 @@ class PyODDetector(BaseDetector):
         # PyOD's own threshold is unused: aeguard thresholds on the fit-set scores itself.
         if "contamination" in accepted:
             params.setdefault("contamination", 0.1)
+        if self.algorithm == "pca":
+            params = _pca_rank_params(X, params)
         estimator = cls(**params)
-        self.kept_columns_ = _informative_columns(X) if self.algorithm in DROPS_CONSTANT_COLUMNS else None
-        X = self._kept(X)
         if _is_rbf_ocsvm(estimator):
             _fit_rbf_ocsvm(estimator, X)
         else:
             estimator.fit(X)
         self.estimator_ = estimator
 
-    def _kept(self, X: np.ndarray) -> np.ndarray:
-        return X if self.kept_columns_ is None else X[:, self.kept_columns_]
-
     def _score(self, X: np.ndarray) -> ScoreOutput:
-        X = self._kept(X)
         if _is_rbf_ocsvm(self.estimator_):
             return ScoreOutput(-rbf_svm_decision(self.estimator_.detector_, X))
         return ScoreOutput(np.asarray(self.estimator_.decision_function(X), dtype=np.float64))
