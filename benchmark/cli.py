@@ -6,7 +6,9 @@ Imports no torch, scikit-learn or PyOD at module import: every heavy import happ
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -29,6 +31,13 @@ def benchmark_cmd(
     backend: str = typer.Option("loky", "--backend", help="loky (joblib, this machine), dask or ray."),
     scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler / Ray address (default: "
                                   "$DASK_SCHEDULER_ADDRESS / $RAY_ADDRESS, else a local cluster on 127.0.0.1)."),
+    paper_protocol: bool = typer.Option(False, "--paper-protocol", help="Run the 'paper-protocol' protocol (the APRE "
+                                        "authors' label-assisted choice of epoch, k and seed) instead of the "
+                                        "label-free cells; rows go to OUT/protocol-paper-protocol.csv."),
+    protocol: str = typer.Option(None, "--protocol", help="Run this registered label-assisted protocol instead of "
+                                 "the label-free cells (see --paper-protocol)."),
+    protocol_epochs: int = typer.Option(None, "--protocol-epochs", help="Training epochs inside the protocol "
+                                        "(default: the protocol's own, 5000 for paper-protocol)."),
     report_only: bool = typer.Option(False, "--report-only", help="Only rebuild the report from OUT/results.csv."),
     report_to: Path = typer.Option(None, "--report-to", help="Also write the Markdown report to this path, with "
                                    "its figures in figures/ next to it (e.g. docs/benchmarks/odds.md)."),
@@ -52,12 +61,29 @@ def benchmark_cmd(
     chosen = resolve_suite(suite, data_dir, names)
     if chosen.missing:
         typer.echo(f"not in {chosen.data_dir}, skipped: {', '.join(chosen.missing)}", err=True)
+    protocol = "paper-protocol" if paper_protocol else protocol
+    if protocol:
+        _run_protocol(protocol, chosen, out, protocol_epochs, progress)
+        return
     summary = run_benchmark(chosen, specs, seeds, out, workers=workers, backend=backend, scheduler=scheduler,
                             progress=progress, argv=["aeguard", *sys.argv[1:]])
     written = _reports(out, report_to)
     failed = f", {summary.failed} failed (see the report)" if summary.failed else ""
     typer.echo(f"{summary.ran} cells run in {summary.wall_seconds:.1f} s ({summary.skipped} already done"
                f"{failed}); wrote {out / 'results.csv'}, " + ", ".join(map(str, written)))
+
+
+def _run_protocol(name: str, suite: Any, out: Path, epochs: int | None, progress: bool | None) -> None:
+    from .protocols import protocol_markdown, protocol_path, run_protocol
+
+    started = time.perf_counter()
+    ran, failed = run_protocol(name, suite, out, {"epochs": epochs} if epochs else None, progress)
+    path = protocol_path(out, name)
+    report = path.with_suffix(".md")
+    report.write_text(protocol_markdown(path, name))
+    failed_text = f", {failed} failed" if failed else ""
+    typer.echo(f"protocol {name}: {ran} datasets run in {time.perf_counter() - started:.1f} s{failed_text}; "
+               f"wrote {path}, {report}")
 
 
 def _reports(out: Path, report_to: Path | None) -> list[Path]:

@@ -25,3 +25,13 @@ def aeguard_detectors() -> list:
 
     Records name their class by import path, so listing detectors imports no torch.
     """
+
+
+@hookspec
+def aeguard_protocols() -> dict:
+    """Return ``{name: "module:function"}`` of label-assisted evaluation protocols (a method's paper protocol).
+
+    The function is called as ``fn(dataset, X, y, **options)`` and returns result rows (dicts with at least
+    ``dataset``, ``detector``, ``roc_auc`` and ``ap``). ``aeguard benchmark --protocol NAME`` runs it; its rows
+    use labels for choices, so they are reported apart from the label-free ones.
+    """

@@ -7,6 +7,7 @@ third-party packages (``aeguard.plugins``, declared in our own pyproject), so th
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -98,3 +99,20 @@ def get(name: str) -> DetectorRecord:
 def create(name: str, **params: Any) -> Any:
     """Instantiate a registered detector with keyword hyperparameters."""
     return get(name).create(**params)
+
+
+def protocols() -> dict[str, str]:
+    """Label-assisted evaluation protocols by name (``"module:function"``), from every plugin."""
+    found: dict[str, str] = {}
+    for mapping in plugin_manager().hook.aeguard_protocols():
+        found.update(mapping or {})
+    return dict(sorted(found.items()))
+
+
+def protocol(name: str) -> Callable[..., list[dict[str, Any]]]:
+    """The protocol function registered as ``name`` (imported on demand)."""
+    found = protocols()
+    if name not in found:
+        raise ValueError(f"unknown protocol {name!r}; registered: {', '.join(found) or 'none'}")
+    module_name, _, attr = found[name].partition(":")
+    return getattr(importlib.import_module(module_name), attr)

@@ -44,3 +44,9 @@ def aeguard_detectors() -> list[DetectorRecord]:
         for name, (_, desc) in PYOD_BASELINES.items()
     ]
     return records
+
+
+@hookimpl
+def aeguard_protocols() -> dict[str, str]:
+    # the APRE authors' label-assisted choice of epoch, k and seed (docs/apre.md)
+    return {"paper-protocol": "aeguard.plugins.apre.paper_protocol:paper_protocol_rows"}

@@ -250,6 +250,30 @@ def test_pca_keeps_only_components_with_variance_on_rank_deficient_splits(table)
     assert np.isfinite(det.decision_function(X)).all()
 
 
+def test_paper_protocol_rows_stay_apart_from_label_free_results(suite_dir, tmp_path):
+    from aeguard.core import registry
+
+    assert "paper-protocol" in registry.protocols()  # found through the plugin hook, like detectors
+    out = tmp_path / "out"
+    args = ["benchmark", "--suite", str(suite_dir), "--datasets", "alpha", "--paper-protocol",
+            "--protocol-epochs", "3", "--out", str(out), "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = _rows(out / "protocol-paper-protocol.csv")
+    assert {r["detector"] for r in rows} == {"apre (paper protocol)", "apre(mss_m=2) (paper protocol)",
+                                             "apre(mss_m=3) (paper protocol)", "apre(mss=false) (paper protocol)"}
+    assert all(r["status"] == OK and 0 <= float(r["roc_auc"]) <= 1 for r in rows), rows
+    assert all(int(r["k"]) >= 2 for r in rows if "mss=false" not in r["detector"]), rows  # the chosen k
+    assert not (out / "results.csv").exists()  # label-assisted rows never land among the label-free ones
+    assert "label-assisted" in (out / "protocol-paper-protocol.md").read_text()
+
+    again = CliRunner().invoke(app, args)  # a rerun skips the finished dataset
+    assert again.exit_code == 0 and "0 datasets run" in again.output
+    run_benchmark(resolve_suite(str(suite_dir), names=["alpha"]), ["ecod"], 1, out, workers=1, progress=False)
+    build_report(out)
+    assert "Label-assisted protocols" in (out / "report.md").read_text()
+
+
 def test_killed_run_resumes_with_only_the_missing_cells(tmp_path):
     folder = tmp_path / "suite"
     folder.mkdir()
