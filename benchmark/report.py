@@ -59,6 +59,7 @@ def build_report(out: Path, md_path: Path | None = None, html_path: Path | None 
     run = _read_run(out / "run.json")
     frame = pd.DataFrame(rows)
     report = compose(frame, run, fig_dir, md_path.parent, title)
+    _protocols_section(report, out)
     md_path.parent.mkdir(parents=True, exist_ok=True)
     md_path.write_text(render_markdown(report))
     if not write_html:
@@ -199,7 +200,10 @@ def _run_section(report: Report, frame: pd.DataFrame, run: dict[str, Any], detec
     ]
     if baselines:
         text = ("PyOD baselines run with PyOD's default hyperparameters on the raw features (no scaling; aeguard "
-                "detectors standardize inside their graphs with fit-split statistics).")
+                "detectors standardize inside their graphs with fit-split statistics). PyOD's own benchmark script "
+                "(notebooks/benchmark.py) standardizes every split first, so distance- and kernel-based baselines "
+                "(`knn`, `lof`, `ocsvm`) can differ from PyOD's published tables on datasets with unscaled "
+                "features.")
         if any(parse_detector_spec(b)[1] == "ocsvm" for b in baselines):
             text += (" `ocsvm` is PyOD's libsvm model; its decision function is evaluated with BLAS instead of "
                      "libsvm's one-pair-at-a-time loop, which gives the same scores (to ~1e-14) in a fraction of "
@@ -276,26 +280,35 @@ def _summary_section(report: Report, frame: pd.DataFrame, stats: dict[str, tuple
     score_ratio = time_ratios(frame, "score_seconds")
     roc_ranks = rank_table(stats["roc_auc"][0].reindex(columns=detectors))
     ap_ranks = rank_table(stats["ap"][0].reindex(columns=detectors))
-    header = ["detector", "kind", "datasets", "mean ROC-AUC", "mean AP", "avg rank ROC-AUC", "avg rank AP",
-              f"fit time / {REFERENCE}", f"score time / {REFERENCE}"]
+    roc_means, ap_means = stats["roc_auc"][0], stats["ap"][0]
+    common = roc_ranks.index  # datasets where every detector (with any result) has one
+    partial = bool(len(common)) and int(roc_means.notna().sum().max()) > len(common)
+    header = ["detector", "kind", "datasets", "mean ROC-AUC", "mean AP"]
+    if partial:
+        header += [f"mean ROC-AUC ({len(common)} common)", f"mean AP ({len(common)} common)"]
+    header += ["avg rank ROC-AUC", "avg rank AP", f"fit time / {REFERENCE}", f"score time / {REFERENCE}"]
     rows = []
     for det in detectors:
-        roc, ap = stats["roc_auc"][0].get(det), stats["ap"][0].get(det)
-        rows.append([
-            f"`{det}`", "aeguard" if det in ours else "baseline",
-            str(int(roc.notna().sum())) if roc is not None else "0",
-            _num(roc.mean() if roc is not None else None), _num(ap.mean() if ap is not None else None),
-            _num(roc_ranks[det].mean() if det in roc_ranks and len(roc_ranks) else None, 2),
-            _num(ap_ranks[det].mean() if det in ap_ranks and len(ap_ranks) else None, 2),
-            _ratio(geometric_mean(fit_ratio[det]) if det in fit_ratio else None),
-            _ratio(geometric_mean(score_ratio[det]) if det in score_ratio else None),
-        ])
-    best = _best_cells(rows, {3: max, 4: max, 5: min, 6: min})
+        roc, ap = roc_means[det], ap_means[det]
+        row = [f"`{det}`", "aeguard" if det in ours else "baseline", str(int(roc.notna().sum())),
+               _num(roc.mean()), _num(ap.mean())]
+        if partial:
+            row += [_num(roc.loc[common].mean() if det in roc_ranks else None),
+                    _num(ap.loc[common].mean() if det in roc_ranks else None)]
+        row += [_num(roc_ranks[det].mean() if det in roc_ranks and len(roc_ranks) else None, 2),
+                _num(ap_ranks[det].mean() if det in ap_ranks and len(ap_ranks) else None, 2),
+                _ratio(geometric_mean(fit_ratio[det]) if det in fit_ratio else None),
+                _ratio(geometric_mean(score_ratio[det]) if det in score_ratio else None)]
+        rows.append(row)
+    ranked = len(header) - 4  # the two rank columns come right before the two time columns
+    best = _best_cells(rows, {**{j: max for j in range(3, ranked)}, ranked: min, ranked + 1: min})
     report.add("table", (header, rows, best))
-    text = (f"Means are over datasets of the per-dataset mean over seeds. Average ranks use the {len(roc_ranks)} "
-            "datasets where every detector has a result (rank 1 = best; ties share the average rank). Time "
-            f"ratios are geometric means over datasets of (mean seconds of the detector) / (mean seconds of "
-            f"`{REFERENCE}`) on the same dataset in this run.")
+    text = ("Means are over datasets of the per-dataset mean over seeds"
+            + (", first over each detector's own datasets, then over the datasets every detector has" if partial
+               else "")
+            + f". Average ranks use the {len(roc_ranks)} datasets where every detector has a result (rank 1 = "
+            "best; ties share the average rank). Time ratios are geometric means over datasets of (mean seconds "
+            f"of the detector) / (mean seconds of `{REFERENCE}`) on the same dataset in this run.")
     if fit_ratio.empty:
         text += f" `{REFERENCE}` is not in this run, so no time ratios are given."
     report.add("p", text)
@@ -420,6 +433,22 @@ def _failures_section(report: Report, frame: pd.DataFrame) -> None:
                     "retries them.")
 
 
+def _protocols_section(report: Report, out: Path) -> None:
+    """Label-assisted protocol rows found beside results.csv, in their own section (never ranked with the rest)."""
+    from .protocols import protocol_table
+
+    tables = [(p.stem.removeprefix("protocol-"), protocol_table(p)) for p in sorted(out.glob("protocol-*.csv"))]
+    tables = [(name, table) for name, table in tables if table]
+    if not tables:
+        return
+    report.add("h2", "Label-assisted protocols (not comparable with the rows above)")
+    report.add("p", "These rows choose epoch, k or seed with outlier labels, as a method's paper does; they use "
+                    "their own splits and are listed apart, never ranked with the label-free rows.")
+    for name, (header, rows) in tables:
+        report.add("h3", f"`{name}`")
+        report.add("table", (header, rows, set()))
+
+
 def _method_section(report: Report) -> None:
     report.add("h2", "Reproduce")
     report.add("p", "Rerunning the command above with the same `--out` skips finished cells; "
@@ -530,7 +559,7 @@ def render_markdown(report: Report) -> str:
         elif kind == "table":
             header, rows, bold = payload
             lines.append("| " + " | ".join(_md_cell(h) for h in header) + " |")
-            lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+            lines.append("|" + "|".join("---:" if _numeric(rows, j) else "---" for j in range(len(header))) + "|")
             for i, row in enumerate(rows):
                 cells = [f"**{c}**" if (i, j) in bold else c for j, c in enumerate(row)]
                 lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
@@ -555,8 +584,9 @@ def render_html(report: Report, html_dir: Path, md_dir: Path) -> str:
         elif kind == "table":
             header, rows, bold = payload
             out = ["<table><thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in header) + "</tr></thead><tbody>"]
+            kinds = ["num" if _numeric(rows, j) else "txt" for j in range(len(header))]
             for i, row in enumerate(rows):
-                cells = "".join(f"<td{' class=best' if (i, j) in bold else ''}>{_inline(c)}</td>"
+                cells = "".join(f"<td class='{'best ' if (i, j) in bold else ''}{kinds[j]}'>{_inline(c)}</td>"
                                 for j, c in enumerate(row))
                 out.append(f"<tr>{cells}</tr>")
             body.append("".join(out) + "</tbody></table>")
@@ -571,8 +601,8 @@ def render_html(report: Report, html_dir: Path, md_dir: Path) -> str:
 _CSS = (
     "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
     "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
-    "th,td{border:1px solid #ccc;padding:3px 7px;text-align:right;white-space:nowrap}"
-    "th:first-child,td:first-child{text-align:left}td.best{font-weight:bold;background:#eef7ee}"
+    "th,td{border:1px solid #ccc;padding:3px 7px;white-space:nowrap}td.num{text-align:right}"
+    "td.txt{text-align:left;white-space:normal}td.best{font-weight:bold;background:#eef7ee}"
     "code{background:#f3f3f3;padding:0 3px}img{max-width:100%}figcaption{font-size:12px;color:#555}"
 )
 
@@ -581,6 +611,15 @@ def _inline(text: str) -> str:
     escaped = html.escape(text, quote=False)
     escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
     return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", escaped)
+
+
+_NUMERIC = re.compile(r"^[-+]?[\d.]+(?:e[-+]?\d+)?(?: ± [\d.]+)?[×]?(?:–[\d.]+×)?(?: / [\d.]+)?$|^–$|^\d+/\d+/\d+$")
+
+
+def _numeric(rows: list[list[str]], j: int) -> bool:
+    """Right-align a column whose cells are all numbers (or "–")."""
+    values = [str(r[j]).strip("*") for r in rows if j < len(r)]
+    return bool(values) and all(_NUMERIC.match(v) for v in values) and any(v != "–" for v in values)
 
 
 def _md_cell(text: str) -> str:
