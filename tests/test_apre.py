@@ -189,6 +189,15 @@ def test_apre_contributions_sum_to_score(fitted_apre):
     assert det.threshold_ == pytest.approx(np.quantile(det.decision_scores_, 0.9))
 
 
+def test_benchmark_spec_var_floor_none_turns_the_floor_off():
+    from aeguard.benchmark.cells import build_detector
+
+    X, _ = make_table(n_inliers=200, d=4, seed=3)
+    det = build_detector("apre(var_floor=none,epochs=20,epochs_per_step=10)", seed=0).fit(X)
+    assert det.var_floor is None  # what the spec parser makes of "none"
+    assert not det.model_.var_floor.any()
+
+
 def test_mss_wnll_uses_the_shift_variance_floor(fitted_apre):
     det, X, _ = fitted_apre
     z = det.standardize_(torch.as_tensor(X, dtype=torch.float32))

@@ -90,8 +90,13 @@ class APREDetector(MSSMixin, DeepDetector):
             return FAITHFUL[name]
         return getattr(self, name, default)
 
+    def _var_floor(self) -> str:
+        """The floor setting; ``None`` (what a benchmark spec ``var_floor=none`` parses to) means "none"."""
+        value = self._param("var_floor", "none")
+        return "none" if value is None else value
+
     def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
-        if self._param("var_floor", "none") not in VAR_FLOORS:
+        if self._var_floor() not in VAR_FLOORS:
             raise ValueError(f"var_floor must be one of {VAR_FLOORS}, got {self.var_floor!r}")
         for name in ("alpha", "beta"):
             value = getattr(self, name)
@@ -153,7 +158,7 @@ class APREDetector(MSSMixin, DeepDetector):
 
     def make_target(self, model: nn.Module, z_fit: np.ndarray) -> tuple[nn.Module | None, np.ndarray | None]:
         target, fit_targets = super().make_target(model, z_fit)
-        if self._param("var_floor", "none") == "shift" and fit_targets is not None:
+        if self._var_floor() == "shift" and fit_targets is not None:
             shift2 = (fit_targets.astype(np.float64) - z_fit) ** 2
             model.set_var_floor(torch.as_tensor(shift2.mean(axis=0), dtype=torch.float32))
         return target, fit_targets
