@@ -25,19 +25,9 @@ from aeguard.benchmark.report import build_report, critical_difference, rank_tab
 from aeguard.benchmark.results import ResultsFile, read_results
 from aeguard.benchmark.runner import resolve_suite, run_benchmark
 from aeguard.core.cli import app
+from conftest import make_table
 
 AEGUARD = Path(sys.executable).with_name("aeguard")
-
-
-def _table(n_in: int, n_out: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Correlated Gaussian inliers and scattered outliers (an ODDS-like point dataset)."""
-    rng = np.random.default_rng(seed)
-    inliers = rng.standard_normal((n_in, d)) @ rng.standard_normal((d, d)) * 0.5
-    outliers = rng.uniform(-5, 5, size=(n_out, d))
-    X = np.vstack([inliers, outliers])
-    y = np.r_[np.zeros(n_in, dtype=int), np.ones(n_out, dtype=int)]
-    order = rng.permutation(len(X))
-    return X[order], y[order]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +35,7 @@ def suite_dir(tmp_path_factory) -> Path:
     """Two small datasets in a folder: what `--suite DIR` runs."""
     folder = tmp_path_factory.mktemp("suite")
     for name, (n_in, n_out, d, seed) in {"alpha": (180, 20, 5, 1), "beta": (280, 20, 8, 2)}.items():
-        X, y = _table(n_in, n_out, d, seed)
+        X, y = make_table(n_in, n_out, d, seed)
         np.savez(folder / f"{name}.npz", X=X, y=y)
     return folder
 
@@ -59,7 +49,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 def test_make_split_is_stratified_60_40_capped_and_deterministic():
-    X, y = _table(950, 50, 4, 0)
+    X, y = make_table(950, 50, 4, 0)
     X_fit, X_test, y_fit, y_test = make_split(X, y, seed=3, fit_cap=None)
     assert (len(X_fit), len(X_test)) == (600, 400)
     assert (y_fit.sum(), y_test.sum()) == (30, 20)  # the outlier ratio is kept in both parts
@@ -277,7 +267,7 @@ def test_paper_protocol_rows_stay_apart_from_label_free_results(suite_dir, tmp_p
 def test_killed_run_resumes_with_only_the_missing_cells(tmp_path):
     folder = tmp_path / "suite"
     folder.mkdir()
-    X, y = _table(1900, 100, 8, 5)
+    X, y = make_table(1900, 100, 8, 5)
     np.savez(folder / "big.npz", X=X, y=y)
     out = tmp_path / "out"
     args = [str(AEGUARD), "benchmark", "--suite", str(folder), "--detectors", "iforest", "--seeds", "12",
