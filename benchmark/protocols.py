@@ -16,7 +16,7 @@ from typing import Any
 from aeguard.core import registry
 
 from .cells import OK, _load, error_status
-from .runner import Suite
+from .runner import Suite, _Progress
 
 #: leading columns of a protocol results file; a protocol's extra fields follow in the order it returns them
 LEAD = ("dataset", "detector", "roc_auc", "ap")
@@ -29,8 +29,6 @@ def protocol_path(out: Path, name: str) -> Path:
 def run_protocol(name: str, suite: Suite, out: Path, options: dict[str, Any] | None = None,
                  progress: bool | None = None) -> tuple[int, int]:
     """Run protocol ``name`` on every dataset of ``suite`` not yet in its results file; ``(ran, failed)``."""
-    from .runner import _Progress
-
     fn = registry.protocol(name)
     path = protocol_path(out, name)
     path.parent.mkdir(parents=True, exist_ok=True)

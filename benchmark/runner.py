@@ -324,16 +324,11 @@ def _write_run_json(path: Path, record: dict[str, Any], new_invocation: bool) ->
 
 
 def _versions() -> dict[str, str]:
-    from importlib import metadata
+    from aeguard.core.artifact import installed_version
 
-    versions = {"python": platform.python_version()}
-    for dist in ("aeguard", "numpy", "scikit-learn", "scipy", "pyod", "torch", "pytorch-lightning", "joblib",
-                 "dask", "distributed", "ray"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+    dists = ("aeguard", "numpy", "scikit-learn", "scipy", "pyod", "torch", "pytorch-lightning", "joblib", "dask",
+             "distributed", "ray")
+    return {"python": platform.python_version(), **{d: v for d in dists if (v := installed_version(d))}}
 
 
 def _cpu_seconds(since: float) -> float | None:

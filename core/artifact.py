@@ -48,7 +48,8 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _version(dist: str) -> str | None:
+def installed_version(dist: str) -> str | None:
+    """The installed version of distribution ``dist``, or None when it is not installed."""
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -58,7 +59,7 @@ def _version(dist: str) -> str | None:
 def library_versions() -> dict[str, str | None]:
     names = ["aeguard", "numpy", "torch", "pytorch-lightning", "onnx", "onnxruntime", "onnxruntime-gpu",
              "scikit-learn"]
-    out = {n: _version(n) for n in names}
+    out = {n: installed_version(n) for n in names}
     out["python"] = platform.python_version()
     return {k: v for k, v in out.items() if v is not None}
 

@@ -275,15 +275,9 @@ def _cpu_model() -> str:
 
 
 def _versions() -> dict[str, str]:
-    from importlib import metadata
+    from aeguard.core.artifact import installed_version
 
-    out = {}
-    for dist in ("aeguard", "onnxruntime", "onnx", "torch", "numpy"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    return {d: v for d in ("aeguard", "onnxruntime", "onnx", "torch", "numpy") if (v := installed_version(d))}
 
 
 def register(app: typer.Typer) -> None:

@@ -32,13 +32,19 @@ import copy
 import datetime as _dt
 import shutil
 import tempfile
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from aeguard.core.artifact import GRAPH, ArtifactError, manifest_digest, read_manifest, write_artifact
+from aeguard.core.artifact import (
+    GRAPH,
+    ArtifactError,
+    installed_version,
+    manifest_digest,
+    read_manifest,
+    write_artifact,
+)
 
 LEGACY_OPSET = 17
 LEGACY_IR_VERSION = 8
@@ -55,13 +61,6 @@ def _onnx() -> Any:
         raise RuntimeError("exporting a variant needs the onnx package: pip install 'aeguard[train]' "
                            "(scoring the result needs only onnxruntime)") from None
     return onnx
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def graph_opset(model: Any) -> int:
@@ -429,7 +428,7 @@ def export_variant(artifact: str | Path, output: str | Path, *, int8: bool = Fal
         variant = variant_name(source_variant, int8, legacy, opset)
         source = {"manifest_sha256": manifest_digest(manifest), "detector": manifest["detector"]["name"],
                   "variant": source_variant, "created": manifest.get("created"), "path": str(src)}
-        tools = {k: v for k in ("onnx", "onnxruntime", "onnxscript") if (v := _version(k))}
+        tools = {k: v for k in ("onnx", "onnxruntime", "onnxscript") if (v := installed_version(k))}
 
         def build(files: dict[str, Any]) -> dict[str, Any]:
             new = copy.deepcopy(manifest)

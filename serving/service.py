@@ -18,7 +18,6 @@ aeguard.serving.service:AeguardService`` and a built bento behave the same.
 from __future__ import annotations
 
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,6 +31,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from aeguard.core import thresholds as th
+from aeguard.core.artifact import installed_version
 from aeguard.serving import inputs
 from aeguard.serving.gate import INTERNAL_CALL, Gate
 from aeguard.serving.inputs import RequestError
@@ -55,13 +55,6 @@ class ScoreCSVRequest(ScoreOptions):
 
 def _error(exc: RequestError) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=exc.status)
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 async def models_endpoint(request: Request) -> JSONResponse:
@@ -221,9 +214,9 @@ class AeguardService:
             "limits": {"max_rows": self.settings.max_rows, "max_body_bytes": self.settings.max_body_bytes,
                        "max_batch_rows": self.settings.max_batch_rows},
             "runtime": {"workers": self.settings.workers, "api_key_required": self.settings.api_key is not None,
-                        "torch_loaded": "torch" in sys.modules, "aeguard": _version("aeguard"),
-                        "bentoml": _version("bentoml"),
-                        "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu")},
+                        "torch_loaded": "torch" in sys.modules, "aeguard": installed_version("aeguard"),
+                        "bentoml": installed_version("bentoml"),
+                        "onnxruntime": installed_version("onnxruntime") or installed_version("onnxruntime-gpu")},
         }
 
 
