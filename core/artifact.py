@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from aeguard.core import thresholds as th
+from aeguard.core.chunks import chunk_rows, run_chunked
 from aeguard.core.validation import check_features, feature_names_of
 
 FORMAT = "aeguard-artifact"
@@ -259,6 +260,8 @@ class Artifact:
         self.threshold_ = float(self.manifest["threshold"])
         self.calibration_ = dict(self.manifest["calibration"])
         self.output_names = [o.name for o in self.session.get_outputs()]
+        #: rows per onnxruntime call, from the graph's recorded memory per row and the scoring budget
+        self.chunk_rows = chunk_rows(self.manifest["graph"].get("bytes_per_row"))
         self._check_graph()
 
     def _check_graph(self) -> None:
@@ -284,13 +287,15 @@ class Artifact:
         names = self.feature_names if feature_names_of(X) is not None else None
         return check_features(X, feature_names=names, n_features=self.n_features_in_)
 
-    def run(self, X: np.ndarray, batch_rows: int = 65536) -> dict[str, np.ndarray]:
-        """Raw graph outputs for a validated float matrix."""
-        parts = []
+    def run(self, X: np.ndarray, batch_rows: int | None = None) -> dict[str, np.ndarray]:
+        """Raw graph outputs for a validated float matrix, in chunks of ``batch_rows`` (default: the largest
+        chunk within the scoring memory budget, :attr:`chunk_rows`)."""
         x32 = np.ascontiguousarray(X, dtype=np.float32)
-        for start in range(0, len(x32), batch_rows):
-            parts.append(self.session.run(None, {self.input_name: x32[start:start + batch_rows]}))
-        return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(self.output_names)}
+
+        def one(xb: np.ndarray) -> dict[str, np.ndarray]:
+            return dict(zip(self.output_names, self.session.run(None, {self.input_name: xb})))
+
+        return run_chunked(one, x32, batch_rows or self.chunk_rows, self.output_names)
 
     def threshold_for(self, threshold: float | None = None, contamination: Any = None) -> float:
         """The manifest threshold, or a per-call override by value or by contamination."""

@@ -6,7 +6,6 @@ Every error ends the command with exit code 1 and one readable line on stderr (n
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
@@ -22,14 +21,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console()
 err_console = Console(stderr=True)
 
-#: modules that add their own commands through ``register(app)``; each imports no torch at load time.
-COMMAND_MODULES = (
-    "aeguard.datasets.cli",
-    "aeguard.benchmark.cli",
-    "aeguard.serving.cli",
-    "aeguard.core.tools_cli",
-    "aeguard.core.export_cli",
-)
+#: entry-point group of ``register(app)`` functions that add commands (each module imports no torch at load
+#: time); aeguard's own parts (datasets, benchmark, serving, edge) register through it like any other package.
+COMMANDS_GROUP = "aeguard.commands"
 
 
 class CLIError(Exception):
@@ -207,21 +201,21 @@ def info_cmd(
     console.print(table)
 
 
-def _register_command_modules() -> None:
-    for name in COMMAND_MODULES:
+def _register_commands() -> None:
+    """Commands of every installed part, found through the ``aeguard.commands`` entry points."""
+    from importlib.metadata import entry_points
+
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
         try:
-            module = importlib.import_module(name)
+            register = ep.load()
         except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):
+            if exc.name and ep.value.startswith(exc.name):
                 continue  # an optional part that is not in this install
             raise
-        if hasattr(module, "register"):
-            module.register(app)
-        else:  # a plain sub-app, mounted under its package name (aeguard.datasets.cli -> `datasets`)
-            app.add_typer(module.app, name=name.split(".")[-2])
+        register(app)
 
 
-_register_command_modules()
+_register_commands()
 
 
 def main() -> None:

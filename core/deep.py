@@ -193,14 +193,19 @@ class DeepDetector(BaseDetector):
         ordered = ["score", "contrib"] + [n for n in names if n not in ("score", "contrib")]
         self.graph_ = ScoringGraph(self.standardize_, self.model_, self.target_, ordered).eval()
         self.output_names_ = ordered
+        from aeguard.core.export import bytes_per_row
 
-    def _run_graph(self, X: np.ndarray, batch_rows: int = 65536) -> dict[str, np.ndarray]:
-        chunks: list[tuple[torch.Tensor, ...]] = []
+        self.bytes_per_row_ = bytes_per_row(self.graph_, (self.n_features_in_,))
+
+    def _run_graph(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        from aeguard.core.chunks import chunk_rows, run_chunked
+
+        def one(xb: np.ndarray) -> dict[str, np.ndarray]:
+            out = self.graph_(torch.from_numpy(np.ascontiguousarray(xb, dtype=np.float32)))
+            return {name: t.numpy() for name, t in zip(self.output_names_, out)}
+
         with torch.no_grad(), torch_threads():
-            for start in range(0, len(X), batch_rows):
-                xb = torch.from_numpy(np.ascontiguousarray(X[start:start + batch_rows], dtype=np.float32))
-                chunks.append(self.graph_(xb))
-        return {name: torch.cat([c[i] for c in chunks]).numpy() for i, name in enumerate(self.output_names_)}
+            return run_chunked(one, X, chunk_rows(self.bytes_per_row_), self.output_names_)
 
     def _to_output(self, outs: dict[str, np.ndarray]) -> ScoreOutput:
         comps = {k: v.astype(np.float64) for k, v in outs.items() if k not in ("score", "contrib")}
@@ -222,7 +227,7 @@ class DeepDetector(BaseDetector):
         from aeguard.core.export import export_graph
 
         self._check_fitted()
-        return export_graph(self.graph_, self.n_features_in_, self.output_names_, path, variant=variant)
+        return export_graph(self.graph_, (self.n_features_in_,), self.output_names_, path, variant=variant)
 
 
 def epochs_to_steps(epochs: int, epochs_per_step: int) -> int:

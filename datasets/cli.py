@@ -87,3 +87,8 @@ def _print_table(rows: list[dict], folder: Path) -> None:
         present = "[green]yes[/green]" if row["present"] else "[dim]no[/dim]"
         table.add_row(row["name"], str(row["n"]), str(row["d"]), f"{row['outlier_pct']:.2f}", present)
     Console().print(table)
+
+
+def register(main: typer.Typer) -> None:
+    """Add ``aeguard datasets list|fetch`` to the aeguard CLI (entry point ``aeguard.commands``)."""
+    main.add_typer(app, name="datasets")

@@ -131,7 +131,10 @@ class MeanShift(nn.Module):
     """Exportable new-point shift: reference levels are constants; distances, TopK, Gather and mean in-graph.
 
     Squared distances ``||q||^2 - 2 q R^T + ||R||^2`` need no square root (ranking only); ``k`` is baked in.
+    Declared ``keep_fp32``: INT8 distances would reorder neighbours (a different detector, not rounding).
     """
+
+    keep_fp32 = True
 
     def __init__(self, refs: list[np.ndarray], k: int) -> None:
         super().__init__()
@@ -268,17 +271,17 @@ class MSSMixin:
     def _score(self, X: np.ndarray) -> ScoreOutput:
         if self.mss_ is None:
             return super()._score(X)  # type: ignore[misc]
+        from aeguard.core.chunks import MAX_CHUNK_ROWS, run_chunked
         from aeguard.core.deep import torch_threads
 
-        chunks: list[dict[str, np.ndarray]] = []
+        def one(xb: np.ndarray) -> dict[str, np.ndarray]:
+            z = self.standardize_(torch.from_numpy(np.ascontiguousarray(xb, dtype=np.float32)))
+            out = self.model_.score_against(z, torch.from_numpy(self.mss_.shift(z.numpy())))
+            return {name: out[name].numpy() for name in self.output_names_}
+
+        # sklearn's neighbour search bounds its own memory (KNN_WORKING_MB), so chunks need no graph budget here
         with torch.no_grad(), torch_threads():
-            for start in range(0, len(X), 65536):
-                z = self.standardize_(torch.from_numpy(np.ascontiguousarray(X[start:start + 65536],
-                                                                            dtype=np.float32)))
-                target = torch.from_numpy(self.mss_.shift(z.numpy()))
-                out = self.model_.score_against(z, target)
-                chunks.append({name: out[name].numpy() for name in self.output_names_})
-        return self._to_output({name: np.concatenate([c[name] for c in chunks]) for name in self.output_names_})
+            return self._to_output(run_chunked(one, X, MAX_CHUNK_ROWS, self.output_names_))
 
     def manifest_extra(self) -> dict[str, Any]:
         parent = getattr(super(), "manifest_extra", None)
