@@ -324,11 +324,10 @@ def _write_run_json(path: Path, record: dict[str, Any], new_invocation: bool) ->
 
 
 def _versions() -> dict[str, str]:
-    from aeguard.core.artifact import installed_version
+    from aeguard.core.artifact import versions
 
-    dists = ("aeguard", "numpy", "scikit-learn", "scipy", "pyod", "torch", "pytorch-lightning", "joblib", "dask",
-             "distributed", "ray")
-    return {"python": platform.python_version(), **{d: v for d in dists if (v := installed_version(d))}}
+    return versions(("aeguard", "numpy", "scikit-learn", "scipy", "pyod", "torch", "pytorch-lightning", "joblib",
+                     "dask", "distributed", "ray"))
 
 
 def _cpu_seconds(since: float) -> float | None:

@@ -19,6 +19,7 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -57,12 +58,16 @@ def installed_version(dist: str) -> str | None:
         return None
 
 
-def library_versions() -> dict[str, str | None]:
-    names = ["aeguard", "numpy", "torch", "pytorch-lightning", "onnx", "onnxruntime", "onnxruntime-gpu",
-             "scikit-learn"]
-    out = {n: installed_version(n) for n in names}
-    out["python"] = platform.python_version()
-    return {k: v for k, v in out.items() if v is not None}
+def versions(dists: Sequence[str]) -> dict[str, str]:
+    """``{"python": ..., dist: version}`` for the distributions of ``dists`` that are installed (the one version
+    list of manifests, benchmark run records and edge reports)."""
+    found = {d: v for d in dists if (v := installed_version(d)) is not None}
+    return {"python": platform.python_version(), **found}
+
+
+def library_versions() -> dict[str, str]:
+    return versions(["aeguard", "numpy", "torch", "pytorch-lightning", "onnx", "onnxruntime", "onnxruntime-gpu",
+                     "scikit-learn"])
 
 
 def _jsonable(value: Any) -> Any:

@@ -275,9 +275,9 @@ def _cpu_model() -> str:
 
 
 def _versions() -> dict[str, str]:
-    from aeguard.core.artifact import installed_version
+    from aeguard.core.artifact import versions
 
-    return {d: v for d in ("aeguard", "onnxruntime", "onnx", "torch", "numpy") if (v := installed_version(d))}
+    return versions(("aeguard", "onnxruntime", "onnx", "torch", "numpy"))
 
 
 def register(app: typer.Typer) -> None:
