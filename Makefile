@@ -44,7 +44,7 @@ clean:
 
 # aarch64 parity under qemu (needs root; caches the arm64 root filesystem in ~/.cache/aeguard/edge)
 edge-check: $(VENV)/.demo-installed
-	PY=$(abspath $(PY)) scripts/edge_check.sh
+	PY=$(abspath $(PY)) edge/check.sh
 
 # INT8 vs FP32 on every ODDS dataset in $(ODDS_DIR) (default: $AEGUARD_DATA, then the per-user cache)
 bench-edge: $(VENV)/.demo-installed
@@ -52,8 +52,8 @@ bench-edge: $(VENV)/.demo-installed
 
 # CUDA provider against CPU (difference, batch throughput); run where onnxruntime-gpu and a GPU are present
 edge-gpu: $(VENV)/.demo-installed
-	$(PY) scripts/edge_score.py make .cache/edge-gpu
-	$(PY) scripts/edge_score.py devices .cache/edge-gpu --json .cache/edge-gpu/devices.json
+	$(PY) -m aeguard.edge.check_score make .cache/edge-gpu
+	$(PY) -m aeguard.edge.check_score devices .cache/edge-gpu --json .cache/edge-gpu/devices.json
 
 # --- serving (docs/serving.md) -----------------------------------------------------------------------------
 # The bento and its model store live in a project-local BENTOML_HOME; serve the built bento with the same

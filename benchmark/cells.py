@@ -73,7 +73,7 @@ def error_status(exc: BaseException) -> str:
 def _run(cell: Cell, row: dict[str, Any]) -> None:
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    X, y = _load(cell.source, cell.data_dir)
+    X, y = load_labelled(cell.source, cell.data_dir)
     detector = build_detector(cell.detector, cell.seed)
     _limit_torch(cell.threads)
     with PeakRSS() as memory:
@@ -144,7 +144,7 @@ def build_detector(spec: str, seed: int) -> Any:
 
 
 @lru_cache(maxsize=3)
-def _load(source: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+def load_labelled(source: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
     """Features and 0/1 labels; cached per process because consecutive cells share their dataset."""
     from aeguard.datasets.loaders import load_dataset
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from aeguard.core import registry
 
-from .cells import OK, _load, error_status
+from .cells import OK, error_status, load_labelled
 from .runner import Suite, _Progress
 
 #: leading columns of a protocol results file; a protocol's extra fields follow in the order it returns them
@@ -39,7 +39,7 @@ def run_protocol(name: str, suite: Suite, out: Path, options: dict[str, Any] | N
         for entry in todo:
             started = time.perf_counter()
             try:
-                X, y = _load(entry.source, suite.data_dir)
+                X, y = load_labelled(entry.source, suite.data_dir)
                 rows = [{**row, "status": OK} for row in fn(entry.name, X, y, **(options or {}))]
             except Exception as exc:  # noqa: BLE001 - a failing dataset is a result, not the end of the run
                 rows = [{"dataset": entry.name, "detector": name, "status": error_status(exc)}]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import copy
 import json
 import os
 import re
@@ -18,10 +20,10 @@ import pytest
 from onnx import TensorProto, helper
 
 from aeguard.core import registry
-from aeguard.core.artifact import ArtifactError, load_artifact, manifest_digest, read_manifest
-from aeguard.core.edge_cli import RowParser
-from aeguard.core.variants import convert_legacy, export_variant, knn_matmuls, spearman
-from conftest import fast_params
+from aeguard.core.artifact import ArtifactError, load_artifact, manifest_digest, read_manifest, write_artifact
+from aeguard.edge.cli import RowParser
+from aeguard.edge.variants import convert_legacy, export_variant, quantize_int8, spearman
+from conftest import REPO, fast_params
 
 BIN = Path(sys.executable).parent
 EDGE = str(BIN / "aeguard-edge")
@@ -122,20 +124,176 @@ def test_legacy_conversion_falls_back_to_the_optimizer(tmp_path):
     assert out.opset_import[0].version == 17
 
 
-def test_knn_matmuls_stay_float():
-    """MatMuls feeding TopK (kNN distances) are excluded from INT8; the autoencoder's weights are not."""
-    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 4], np.eye(4, dtype=np.float32).ravel().tolist())
-    ref = helper.make_tensor("ref", TensorProto.FLOAT, [4, 8], np.ones(32, dtype=np.float32).tolist())
-    k = helper.make_tensor("k", TensorProto.INT64, [1], [2])
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="weights"),
-             helper.make_node("Relu", ["h"], ["r"]),
-             helper.make_node("MatMul", ["r", "ref"], ["dots"], name="distances"),
-             helper.make_node("Neg", ["dots"], ["neg"]),
-             helper.make_node("TopK", ["neg", "k"], ["vals", "idx"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("vals", TensorProto.FLOAT, [1, 2])],
-                              initializer=[w, ref, k])
-    assert knn_matmuls(helper.make_model(graph)) == ["distances"]
+@pytest.fixture(scope="module")
+def knn_arts(tmp_path_factory, table_frame):
+    """Fitted `ae+mss` and `apre` artifacts (each declares its kNN target ``keep_fp32``) and their INT8 variants."""
+    X, _ = table_frame
+    root = tmp_path_factory.mktemp("knn")
+    out = {}
+    for name in ("ae+mss", "apre"):
+        detector = registry.create(name, random_state=0, **fast_params(registry.get(name).cls))
+        detector.fit(X)
+        fp32 = detector.save_artifact(root / name)
+        out[name] = {"fp32": fp32, "int8": export_variant(fp32, root / f"{name}-int8", int8=True)}
+    return out
+
+
+def redeclare(src: Path, dst: Path, fp32_nodes: list[str] | None) -> Path:
+    """A sealed copy of ``src`` whose manifest declares ``fp32_nodes`` (``None``: no declaration, as before)."""
+    manifest = read_manifest(src)
+    shutil.copyfile(src / "model.onnx", dst.parent / f"{dst.name}.onnx")
+
+    def build(files: dict) -> dict:
+        new = copy.deepcopy(manifest)
+        new["files"] = files
+        if fp32_nodes is None:
+            del new["graph"]["fp32_nodes"]
+        else:
+            new["graph"]["fp32_nodes"] = fp32_nodes
+        return new
+
+    return write_artifact(dst, dst.parent / f"{dst.name}.onnx", build)
+
+
+def float_inputs(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
+    """Every input of ``node`` is a float32 tensor that no DequantizeLinear produced."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.input, *inferred.graph.value_info]}
+    types |= {t.name: t.data_type for t in inferred.graph.initializer}
+    dequantized = {o for n in inferred.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return all(types[i] == TensorProto.FLOAT and i not in dequantized for i in node.input if i)
+
+
+def test_int8_keeps_exactly_the_declared_nodes_fp32(knn_arts, table_frame):
+    """`ae+mss`: the declared kNN MatMul stays a float MatMul; every other MatMul/Gemm becomes integer."""
+    arts = knn_arts["ae+mss"]
+    declared = read_manifest(arts["fp32"])["graph"]["fp32_nodes"]
+    source = {n.name: n for n in onnx.load(str(arts["fp32"] / "model.onnx")).graph.node}
+    weights = [n for n in source.values() if n.op_type in ("MatMul", "Gemm")]
+    kept = sorted(n.name for n in weights if n.name in declared)
+    assert kept and len(kept) < len(weights)  # the kNN distances are declared, the autoencoder is not
+    int8 = onnx.load(str(arts["int8"] / "model.onnx"))
+    result = {n.name: n for n in int8.graph.node}
+    for name in declared:
+        if name in result:
+            assert result[name].op_type == source[name].op_type
+    for name in kept:
+        assert float_inputs(int8, result[name]), name
+    assert sum(n.op_type == "MatMulInteger" for n in int8.graph.node) == len(weights) - len(kept)
+    assert not [n for n in int8.graph.node if n.op_type in ("MatMul", "Gemm") and n.name not in kept]
+    transform = read_manifest(arts["int8"])["graph"]["transforms"][-1]
+    assert transform["kept_fp32_nodes"] == kept and transform["declared_fp32_nodes"] == len(declared)
+    X = table_frame[0]
+    assert spearman(load_artifact(arts["fp32"]).score(X).score, load_artifact(arts["int8"]).score(X).score) > 0.95
+
+
+def test_int8_follows_the_declaration_not_the_graph(knn_arts, tmp_path):
+    """Declare nothing and the kNN MatMul is quantized too; no declaration at all (an older aeguard) is refused."""
+    src = knn_arts["ae+mss"]["fp32"]
+    undeclared = export_variant(redeclare(src, tmp_path / "none", []), tmp_path / "none-int8", int8=True)
+    ops = [n.op_type for n in onnx.load(str(undeclared / "model.onnx")).graph.node]
+    assert "MatMul" not in ops and "Gemm" not in ops and "MatMulInteger" in ops
+    old = redeclare(src, tmp_path / "old", None)
+    with pytest.raises(ArtifactError, match="re-export"):
+        export_variant(old, tmp_path / "old-int8", int8=True)
+    out = run(str(BIN / "aeguard"), "export", str(old), "-o", str(tmp_path / "old-cli"), "--int8")
+    assert out.returncode == 1 and "re-export" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert export_variant(old, tmp_path / "old-legacy", legacy=True).is_dir()  # FP32 variants need no declaration
+    with pytest.raises(ArtifactError, match="not in the graph"):
+        export_variant(redeclare(src, tmp_path / "wrong", ["no_such_node"]), tmp_path / "wrong-int8", int8=True)
+
+
+class TinyConvNet:
+    """A conv autoencoder-like graph on (B, 1, 8, 8) rows: score (B) and contrib (B x 64)."""
+
+    @staticmethod
+    def export(path: Path) -> Path:
+        import torch
+        from torch import nn
+
+        from aeguard.core.export import export_graph
+
+        class Net(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.enc = nn.Conv2d(1, 4, 3, padding=1)
+                self.dec = nn.ConvTranspose2d(4, 1, 3, padding=1)
+
+            def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                contrib = (self.dec(torch.relu(self.enc(x))) - x).flatten(1) ** 2
+                return contrib.sum(1), contrib
+
+        torch.manual_seed(0)
+        export_graph(Net(), (1, 8, 8), ["score", "contrib"], path)
+        return path
+
+
+def test_int8_conv_weights_are_int8_and_rows_stay_independent(tmp_path):
+    src = TinyConvNet.export(tmp_path / "conv.onnx")
+    info = quantize_int8(src, tmp_path / "int8.onnx", keep_fp32=[])
+    model = onnx.load(str(tmp_path / "int8.onnx"))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inits = {t.name: t for t in model.graph.initializer}
+    convs = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    assert len(convs) == 2 and sorted(info["weight_only_nodes"]) == sorted(n.name for n in convs)
+    for conv in convs:  # int8 weights, one scale per output channel, dequantized into the float convolution
+        dq = producers[conv.input[1]]
+        assert dq.op_type == "DequantizeLinear" and inits[dq.input[0]].data_type == TensorProto.INT8
+        axis = {"Conv": 0, "ConvTranspose": 1}[conv.op_type]
+        assert list(inits[dq.input[1]].dims) == [inits[dq.input[0]].dims[axis]]
+    assert not [t for t in model.graph.initializer if t.data_type == TensorProto.FLOAT and len(t.dims) == 4]
+    assert (tmp_path / "int8.onnx").stat().st_size < src.stat().st_size
+    import onnxruntime as ort
+
+    fp, q = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (src, tmp_path / "int8.onnx"))
+    X = np.random.default_rng(0).standard_normal((40, 1, 8, 8)).astype(np.float32)
+    a, b = fp.run(["score"], {"x": X})[0], q.run(["score"], {"x": X})[0]
+    assert spearman(a, b) > 0.99 and not np.array_equal(a, b)
+    alone = np.concatenate([q.run(["score"], {"x": X[i:i + 1]})[0] for i in range(len(X))])
+    with_extreme = q.run(["score"], {"x": np.concatenate([X, X[:1] * 1000.0])})[0][:-1]
+    np.testing.assert_allclose(with_extreme, alone, rtol=1e-6, atol=1e-6)
+    keep = convs[0].name  # a declared conv keeps its float weights
+    quantize_int8(src, tmp_path / "kept.onnx", keep_fp32=[keep])
+    kept = onnx.load(str(tmp_path / "kept.onnx"))
+    assert float_inputs(kept, next(n for n in kept.graph.node if n.name == keep))
+
+
+def test_int8_refuses_recurrent_layers_naming_the_op(tmp_path):
+    d, hidden = 4, 3
+    rng = np.random.default_rng(0)
+    w = helper.make_tensor("W", TensorProto.FLOAT, [1, 4 * hidden, d], rng.standard_normal(4 * hidden * d).tolist())
+    r = helper.make_tensor("R", TensorProto.FLOAT, [1, 4 * hidden, hidden],
+                           rng.standard_normal(4 * hidden * hidden).tolist())
+    nodes = [helper.make_node("Unsqueeze", ["x", "zero"], ["seq"]),
+             helper.make_node("LSTM", ["seq", "W", "R"], ["", "h"], name="lstm", hidden_size=hidden),
+             helper.make_node("ReduceSum", ["h"], ["score"], keepdims=0),
+             helper.make_node("Mul", ["x", "x"], ["contrib"])]
+    zero = helper.make_tensor("zero", TensorProto.INT64, [1], [0])
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", d])],
+                              [helper.make_tensor_value_info("score", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("contrib", TensorProto.FLOAT, ["batch", d])],
+                              initializer=[w, r, zero])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "lstm.onnx"))
+    with pytest.raises(ArtifactError, match=r"INT8 cannot quantize LSTM \(lstm\)"):
+        quantize_int8(tmp_path / "lstm.onnx", tmp_path / "out.onnx", keep_fp32=[])
+
+
+def test_core_imports_nothing_from_the_user_paths():
+    """core is the contract: it never imports the edge, serving or benchmark packages (parsed, not run)."""
+    forbidden = ("aeguard.edge", "aeguard.serving", "aeguard.benchmark")
+    found = []
+    for path in sorted((REPO / "core").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = "aeguard.core" if node.level == 1 else "aeguard" if node.level == 2 else ""
+                names = [".".join(p for p in (base, node.module) if p)]
+            else:
+                continue
+            found += [f"{path.name}:{node.lineno} {n}" for n in names if n.startswith(forbidden)]
+    assert not found, found
+    assert not [p.name for p in (REPO / "core").glob("*.py") if p.stem in ("edge_cli", "variants", "export_cli")]
 
 
 def test_edge_score_matches_aeguard_score(arts, tmp_path):
@@ -148,10 +306,73 @@ def test_edge_score_matches_aeguard_score(arts, tmp_path):
     assert list(frame.columns) == ["score", "label", "probability"] and len(frame) == len(arts["X"])
 
 
+def test_edge_components_add_columns_in_graph_order(knn_arts, table_frame, tmp_path):
+    """`apre`: --components appends its named outputs after score,label,probability; the default is unchanged."""
+    X = table_frame[0]
+    X.to_csv(tmp_path / "data.csv", index=False)
+    art = knn_arts["apre"]["fp32"]
+    names = [o for o in read_manifest(art)["graph"]["outputs"] if o not in ("score", "contrib")]
+    assert names  # apre's components
+    out = run(EDGE, "score", str(art), str(tmp_path / "data.csv"), "--components", "-o", str(tmp_path / "c.csv"))
+    assert out.returncode == 0, out.stderr
+    frame = pd.read_csv(tmp_path / "c.csv")
+    assert list(frame.columns) == ["score", "label", "probability", *names]
+    expected = load_artifact(art).score(X)
+    for name in names:
+        np.testing.assert_allclose(frame[name], expected.components[name], rtol=1e-6, atol=1e-7)
+    plain = run(EDGE, "score", str(art), str(tmp_path / "data.csv"))
+    full = run(str(BIN / "aeguard"), "score", str(art), str(tmp_path / "data.csv"))
+    assert plain.returncode == full.returncode == 0 and plain.stdout == full.stdout
+    assert plain.stdout.splitlines()[0] == "score,label,probability"
+    rows = [",".join(f"{v:.17g}" for v in X.iloc[i]) for i in range(2)]
+    watched = run(EDGE, "watch", str(art), "--components", "--header", "--on-error", "nan",
+                  stdin="\n".join([rows[0], "1,2", rows[1]]) + "\n")
+    assert watched.returncode == 0, watched.stderr
+    lines = watched.stdout.splitlines()
+    assert lines[0] == ",".join(["score", "label", "probability", *names])
+    assert lines[2] == ",".join(["nan"] * (3 + len(names)))
+    got = np.array([[float(v) for v in line.split(",")] for line in (lines[1], lines[3])])
+    np.testing.assert_allclose(got[:, 3:], np.column_stack([expected.components[n][:2] for n in names]),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_edge_components_print_integer_outputs_as_integers(arts, tmp_path):
+    """A graph with an integer component (a predicted ``class``) and a float one, in an artifact of its own."""
+    d = 6
+    nodes = [helper.make_node("Mul", ["x", "x"], ["contrib"]),
+             helper.make_node("ReduceSum", ["contrib", "axes"], ["score"], keepdims=0),
+             helper.make_node("ArgMax", ["x"], ["class"], axis=1, keepdims=0),
+             helper.make_node("ReduceMax", ["x", "axes"], ["peak"], keepdims=0)]
+    outputs = [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"]),
+               helper.make_tensor_value_info("contrib", TensorProto.FLOAT, ["batch", d]),
+               helper.make_tensor_value_info("class", TensorProto.INT64, ["batch"]),
+               helper.make_tensor_value_info("peak", TensorProto.FLOAT, ["batch"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", d])],
+                              outputs, initializer=[helper.make_tensor("axes", TensorProto.INT64, [1], [1])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "g.onnx"))
+    manifest = read_manifest(arts["fp32"])
+
+    def build(files: dict) -> dict:
+        new = copy.deepcopy(manifest)
+        new["files"] = files
+        new["graph"] = {**new["graph"], "outputs": ["score", "contrib", "class", "peak"], "bytes_per_row": 64}
+        return new
+
+    art = write_artifact(tmp_path / "classes", tmp_path / "g.onnx", build)
+    out = run(EDGE, "score", str(art), str(arts["csv"]), "--components")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "score,label,probability,class,peak"
+    X = arts["X"].to_numpy()
+    classes = [line.split(",")[3] for line in lines[1:]]
+    assert classes == [str(int(c)) for c in X.argmax(axis=1)]  # "3", not "3.0"
+    np.testing.assert_allclose([float(line.split(",")[4]) for line in lines[1:]], X.max(axis=1), rtol=1e-6)
+
+
 def test_edge_cli_imports_no_training_stack(arts, tmp_path):
     argv = ["score", str(arts["fp32"]), str(arts["csv"]), "-o", str(tmp_path / "o.csv")]
     code = ("import json, sys\n"
-            "from aeguard.core.edge_cli import main\n"
+            "from aeguard.edge.cli import main\n"
             f"try:\n    main({argv!r})\n"
             "except SystemExit as e:\n    assert not e.code, e.code\n"
             f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n")

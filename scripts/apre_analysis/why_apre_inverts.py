@@ -10,14 +10,14 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from aeguard.benchmark.cells import _load, build_detector
+from aeguard.benchmark.cells import build_detector, load_labelled
 from aeguard.benchmark.protocol import make_split
 
 SPLITS = [("musk", 4), ("musk", 0), ("shuttle", 1), ("shuttle", 0), ("cover", 0), ("cardio", 0)]
 
 
 def decompose(dataset: str, seed: int, data_dir: str = "../shared/data/odds") -> dict:
-    X, y = _load(dataset, data_dir)
+    X, y = load_labelled(dataset, data_dir)
     X_fit, X_test, y_fit, y_test = make_split(X, y, seed)
     det = build_detector("apre(mss=false)", seed).fit(X_fit)
     with torch.no_grad():

@@ -87,9 +87,8 @@ log "aarch64 binfmt handler: $(head -1 "$BINFMT/qemu-aarch64")"
 # --- host: artifacts, x86 scores, wheels ----------------------------------------------------------------
 mkdir -p "$CACHE" "$WORK/wheels"
 log "fitting small artifacts on the host (FP32, INT8, legacy per exportable detector)"
-"$PY" "$REPO/scripts/edge_score.py" make "$WORK/job" ${EDGE_DETECTORS:+--detectors "$EDGE_DETECTORS"}
-cp "$REPO/scripts/edge_score.py" "$WORK/job/"
-"$PY" "$REPO/scripts/edge_score.py" score "$WORK/job" "$WORK/x86" 2>/dev/null
+"$PY" -m aeguard.edge.check_score make "$WORK/job" ${EDGE_DETECTORS:+--detectors "$EDGE_DETECTORS"}
+"$PY" -m aeguard.edge.check_score score "$WORK/job" "$WORK/x86" 2>/dev/null
 
 log "building the aeguard wheel (from a copy of the working tree, so no build/ lands in the repo)"
 mkdir -p "$WORK/src"
@@ -165,7 +164,7 @@ print(platform.machine(), "python", platform.python_version(), "onnxruntime", on
 # --- score under emulation and compare ------------------------------------------------------------------
 cp -r "$WORK/job" "$ROOT/job"
 log "scoring under emulation (aeguard-edge code in one process; onnxruntime's cpuinfo warning is harmless)"
-chroot "$ROOT" /venv/bin/python /job/edge_score.py score /job /job/arm 2> "$WORK/arm-stderr.log" \
+chroot "$ROOT" /venv/bin/python -m aeguard.edge.check_score score /job /job/arm 2> "$WORK/arm-stderr.log" \
     || { grep -v cpuinfo "$WORK/arm-stderr.log" >&2; die "scoring under emulation failed"; }
 FIRST="$(ls "$ROOT/job/artifacts" | head -1)"
 log "console script: aeguard-edge info + score on $FIRST"
@@ -175,6 +174,6 @@ chroot "$ROOT" /venv/bin/aeguard-edge score "/job/artifacts/$FIRST" /job/data.cs
 cmp -s "$ROOT/job/cli.csv" "$ROOT/job/arm/$FIRST.csv" || die "aeguard-edge score (console script) output differs"
 
 mkdir -p "$REPO/.cache"
-"$PY" "$REPO/scripts/edge_score.py" compare "$WORK/x86" "$ROOT/job/arm" --tol "$TOL" --tol-int8 "$TOL_INT8" \
+"$PY" -m aeguard.edge.check_score compare "$WORK/x86" "$ROOT/job/arm" --tol "$TOL" --tol-int8 "$TOL_INT8" \
     --json "$REPO/.cache/edge-check.json"
 log "edge-check passed in $((SECONDS - START)) s (emulated: no ARM timing is implied)"

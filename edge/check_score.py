@@ -1,14 +1,16 @@
-"""Helper of ``scripts/edge_check.sh`` (``make edge-check``): build artifacts, score them, compare two machines.
+"""Helper of ``edge/check.sh`` (``make edge-check``): build artifacts, score them, compare two machines.
 
-    edge_score.py make DIR         fit a small artifact per exportable detector (host, needs torch) and
-                                   export its INT8 and legacy variants; write DIR/data.csv to score
-    edge_score.py score DIR OUT    score every artifact in DIR with the aeguard-edge code (in one process, so
-                                   an emulated interpreter starts once): OUT/<artifact>.csv as written by
-                                   ``aeguard-edge score``, OUT/raw.npz (score and contrib), OUT/env.json
-    edge_score.py compare A B      compare two ``score`` outputs; exit 1 if an FP32/legacy score or contrib
-                                   differs by more than --tol, or an INT8 one by more than --tol-int8
-    edge_score.py devices DIR      CUDA provider against CPU on every artifact in DIR: max abs difference and
-                                   batch throughput side by side (CPU only, said so, where CUDA is absent)
+Run as ``python -m aeguard.edge.check_score COMMAND``:
+
+    make DIR         fit a small artifact per exportable detector (host, needs torch) and export its INT8 and
+                     legacy variants; write DIR/data.csv to score
+    score DIR OUT    score every artifact in DIR with the aeguard-edge code (in one process, so an emulated
+                     interpreter starts once): OUT/<artifact>.csv as written by ``aeguard-edge score``,
+                     OUT/raw.npz (score and contrib), OUT/env.json
+    compare A B      compare two ``score`` outputs; exit 1 if an FP32/legacy score or contrib differs by more
+                     than --tol, or an INT8 one by more than --tol-int8
+    devices DIR      CUDA provider against CPU on every artifact in DIR: max abs difference and batch
+                     throughput side by side (CPU only, said so, where CUDA is absent)
 
 ``score`` runs under the aarch64 chroot with numpy + onnxruntime + pandas only: it imports nothing from aeguard
 but the torch-free edge modules and records which heavy modules were loaded (none may be).
@@ -45,7 +47,7 @@ def cmd_make(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from aeguard.core import registry
-    from aeguard.core.variants import export_variant
+    from aeguard.edge.variants import export_variant
 
     out = Path(args.dir)
     (out / "artifacts").mkdir(parents=True, exist_ok=True)
@@ -74,7 +76,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from aeguard.core.artifact import load_artifact
-    from aeguard.core.edge_cli import main as edge_main
+    from aeguard.edge.cli import main as edge_main
 
     root, out = Path(args.dir), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -197,7 +199,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m aeguard.edge.check_score", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("make")
     p.add_argument("dir")

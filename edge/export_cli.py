@@ -30,7 +30,7 @@ def export_cmd(
                                     "output channel (smaller, less accurate)."),
 ) -> None:
     """Write ARTIFACT's graph as a new artifact: --int8 (quantized), --legacy (opset 17), or both."""
-    from aeguard.core.variants import export_variant
+    from aeguard.edge.variants import export_variant
 
     path = export_variant(artifact, output, int8=int8, legacy=legacy, per_channel=not per_tensor)
     manifest = json.loads((path / "manifest.json").read_text())
@@ -122,14 +122,14 @@ def bench_one(spec: str, dataset: str, seed: int, data_dir: str | None, workdir:
     """Fit ``spec`` on one protocol split, export every variant and compare it with FP32 on the test split."""
     import numpy as np
 
-    from aeguard.benchmark.cells import _load, build_detector
+    from aeguard.benchmark.cells import build_detector, load_labelled
     from aeguard.benchmark.protocol import make_split
     from aeguard.core import thresholds as th
     from aeguard.core.artifact import load_artifact
     from aeguard.core.metrics import average_precision, roc_auc
-    from aeguard.core.variants import export_variant, spearman
+    from aeguard.edge.variants import export_variant, spearman
 
-    X, y = _load(dataset, data_dir)
+    X, y = load_labelled(dataset, data_dir)
     X_fit, X_test, _, y_test = make_split(X, y, seed)
     detector = build_detector(spec, seed)
     start = time.perf_counter()

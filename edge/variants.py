@@ -5,16 +5,30 @@ fresh manifest: same features, threshold, calibration and fit-score quantiles as
 the transforms applied, a probe comparison against the source graph and ``source`` (the source manifest's
 sha256, detector and variant).
 
-- ``int8``: onnxruntime dynamic quantization (weights int8, activations uint8 quantized at run time).
-  ``quant_pre_process`` runs first because the dynamo exporter's graphs lack the shape information the
-  quantizer needs. MatMuls that feed a ``TopK`` (kNN distances against a reference set) stay float32: int8
-  distances reorder neighbours, which is a different detector rather than a rounding error. Weights are
-  symmetric int8 with one scale per output channel (half the ROC-AUC change of one scale per tensor on
-  ODDS, ``aeguard bench-edge``) and ``reduce_range`` (7 bits): x86 CPUs without VNNI multiply uint8 x int8
-  with a saturating 16-bit instruction, so full-range weights gave x86 scores up to 2 off the aarch64 ones
-  (measured); with 7-bit weights no sum saturates and x86 and ARM compute the same integers. Activations
-  are quantized per row (:func:`quantize_activations_per_row`), so a row's score does not depend on the
-  rows it is batched with.
+- ``int8``: weights int8, by op type, and nothing the detector declared FP32.
+
+  * **FP32 by declaration.** The exporter records ``graph.fp32_nodes``: the ONNX nodes of every module a plugin
+    declared ``keep_fp32`` (kNN distances to a reference set, whitening, prototype distances: anything whose
+    ranking int8 rounding would change, which is a different detector rather than a rounding error). Exactly
+    those nodes stay float32 (onnxruntime's ``nodes_to_exclude``); no graph heuristic guesses them. A source
+    manifest without ``fp32_nodes`` (an older aeguard) is refused: re-export it.
+  * **MatMul / Gemm**: onnxruntime dynamic quantization (int8 weights, uint8 activations quantized at run time,
+    integer MatMul). ``quant_pre_process`` runs first (shape inference only: node names survive, so the
+    declared ones still match) because the dynamo exporter's graphs lack the shape information the quantizer
+    needs. Weights are symmetric int8 with one scale per output channel (half the ROC-AUC change of one scale
+    per tensor on ODDS, ``aeguard bench-edge``) and ``reduce_range`` (7 bits): x86 CPUs without VNNI multiply
+    uint8 x int8 with a saturating 16-bit instruction, so full-range weights gave x86 scores up to 2 off the
+    aarch64 ones (measured); with 7-bit weights no sum saturates and x86 and ARM compute the same integers.
+    Activations are quantized per row (:func:`quantize_activations_per_row`), so a row's score does not
+    depend on the rows it is batched with.
+  * **Conv / ConvTranspose: weight-only int8** (:func:`quantize_conv_weights`): int8 weights with one scale per
+    output channel, and a ``DequantizeLinear`` feeding the float convolution. onnxruntime's dynamic
+    ``ConvInteger`` quantizes the activations with one scale per batch, and its zero-point correction cannot
+    be moved after the convolution per row the way it is for MatMul (padding breaks the identity), so
+    quantizing conv activations would make a row's score depend on its batch; weight-only keeps rows
+    independent and x86/ARM parity (float arithmetic), and shrinks conv weights 4x.
+  * Recurrent layers (``LSTM``, ``GRU``, ``RNN``) are refused with a message naming the op, rather than
+    shipped silently float in an "INT8" artifact.
 - ``legacy``: the graph converted to opset 17 and IR version 8 for older edge runtimes (onnxruntime >= 1.12).
   The dynamo export (opset 18) is converted directly when the converter manages it, else after
   ``onnxscript.optimizer.optimize`` has folded constants into initializers (the converter needs constant
@@ -48,7 +62,12 @@ from aeguard.core.artifact import (
 
 LEGACY_OPSET = 17
 LEGACY_IR_VERSION = 8
+#: quantized dynamically: int8 weights, uint8 activations quantized per row at run time, integer MatMul
 INT8_OP_TYPES = ("MatMul", "Gemm")
+#: quantized weight-only (int8 weights + DequantizeLinear, float arithmetic); the output-channel axis of the weight
+WEIGHT_ONLY_OP_TYPES = {"Conv": 0, "ConvTranspose": 1}
+#: ops with trained weights that INT8 does not quantize: refused rather than left silently float
+UNSUPPORTED_WEIGHT_OP_TYPES = ("LSTM", "GRU", "RNN")
 PROBE_ROWS = 256
 #: a legacy graph must reproduce its source this closely on the probe batch (float32 arithmetic)
 LEGACY_RTOL, LEGACY_ATOL = 1e-4, 1e-5
@@ -138,35 +157,6 @@ def _optimized(model: Any) -> Any:
 
 
 # --- int8 (dynamic quantization) ----------------------------------------------------------------------
-
-
-def knn_matmuls(model: Any, max_hops: int = 8) -> list[str]:
-    """Names of MatMul/Gemm nodes whose output reaches a ``TopK`` without passing another MatMul/Gemm.
-
-    Those compute kNN distances or similarities against a reference set; quantizing them would reorder
-    neighbours, so they are excluded from INT8 quantization.
-    """
-    consumers: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-
-    def reaches_topk(node: Any) -> bool:
-        frontier = list(node.output)
-        for _ in range(max_hops):
-            nxt = []
-            for value in frontier:
-                for consumer in consumers.get(value, []):
-                    if consumer.op_type == "TopK":
-                        return True
-                    if consumer.op_type not in INT8_OP_TYPES:
-                        nxt.extend(consumer.output)
-            if not nxt:
-                return False
-            frontier = nxt
-        return False
-
-    return [n.name for n in model.graph.node if n.op_type in INT8_OP_TYPES and reaches_topk(n)]
 
 
 def quantize_activations_per_row(model: Any) -> int:
@@ -275,46 +265,142 @@ def quantize_activations_per_row(model: Any) -> int:
     return rewritten
 
 
-def quantize_int8(src: str | Path, dst: str | Path, per_channel: bool = True, reduce_range: bool = True,
-                  per_row: bool = True) -> dict[str, Any]:
-    """Write ``src`` dynamically quantized to INT8 at ``dst``: pre-processed first, kNN MatMuls kept FP32,
-    activations quantized per row (``per_row``) so a row's score does not depend on its batch."""
+def quantize_conv_weights(model: Any, exclude: set[str], per_channel: bool = True) -> list[str]:
+    """Rewrite the weights of every Conv/ConvTranspose not in ``exclude`` to int8 + ``DequantizeLinear``.
+
+    Weight-only: the convolution itself stays float32, so a row's score does not depend on its batch and x86
+    and ARM compute the same floats; the file holds 1 byte per weight. Symmetric (zero point 0, range +-127)
+    with one scale per output channel (``per_channel``) or per tensor. Returns the names of the rewritten nodes.
+    """
+    onnx = _onnx()
+    from onnx import numpy_helper
+
+    graph = model.graph
+    if graph_opset(model) < 13:
+        raise ArtifactError("INT8 conv weights need opset >= 13 (per-channel DequantizeLinear)")
+    inits = {t.name: t for t in graph.initializer}
+    dequantized: dict[str, str] = {}  # float weight -> its DequantizeLinear output (a shared weight once)
+    new_nodes: list[Any] = []
+    rewritten: list[str] = []
+    for node in graph.node:
+        if node.op_type not in WEIGHT_ONLY_OP_TYPES or node.name in exclude:
+            continue
+        weight = node.input[1]
+        if weight not in inits:
+            raise ArtifactError(f"INT8 cannot quantize {node.op_type} node {node.name!r}: its weights are computed, "
+                                "not a constant")
+        axis = WEIGHT_ONLY_OP_TYPES[node.op_type]
+        if weight not in dequantized:
+            w = numpy_helper.to_array(inits[weight]).astype(np.float32)
+            reduce_axes = tuple(i for i in range(w.ndim) if i != axis) if per_channel else None
+            amax = np.max(np.abs(w), axis=reduce_axes)
+            scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)  # an all-zero channel: any scale
+            shape = [-1 if i == axis else 1 for i in range(w.ndim)] if per_channel else []
+            q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+            names = (f"{weight}.int8", f"{weight}.scale", f"{weight}.zero_point", f"{weight}.dequantized")
+            graph.initializer.extend([numpy_helper.from_array(q, names[0]), numpy_helper.from_array(scale, names[1]),
+                                      numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), names[2])])
+            extra = {"axis": axis} if per_channel else {}
+            new_nodes.append(onnx.helper.make_node("DequantizeLinear", list(names[:3]), [names[3]],
+                                                   name=f"{weight}.DequantizeLinear", **extra))
+            dequantized[weight] = names[3]
+        node.input[1] = dequantized[weight]
+        rewritten.append(node.name)
+    if new_nodes:  # inputs are initializers only, so the graph's start keeps the topological order
+        nodes = [*new_nodes, *graph.node]
+        graph.ClearField("node")
+        graph.node.extend(nodes)
+        used = {name for n in graph.node for name in n.input} | {i.name for i in graph.input}
+        for i in reversed(range(len(graph.initializer))):  # the float weights now unused
+            if graph.initializer[i].name not in used:
+                del graph.initializer[i]
+    return rewritten
+
+
+def _unsupported_weight_ops(model: Any, exclude: set[str]) -> list[str]:
+    return [f"{n.op_type} ({n.name})" for n in model.graph.node
+            if n.op_type in UNSUPPORTED_WEIGHT_OP_TYPES and n.name not in exclude]
+
+
+def _check_kept_float(model: Any, kept: dict[str, str]) -> None:
+    """Every declared node of a quantizable op is still there, the same op, with float32 inputs only."""
+    onnx = _onnx()
+    from onnx import TensorProto
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.input, *inferred.graph.value_info]}
+    types |= {t.name: t.data_type for t in inferred.graph.initializer}
+    dequantized = {o for n in inferred.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    found = {n.name: n for n in inferred.graph.node}
+    for name, op_type in kept.items():
+        node = found.get(name)
+        if node is None or node.op_type != op_type:
+            raise ArtifactError(f"the INT8 graph lost the declared FP32 node {name!r} ({op_type})")
+        bad = [i for i in node.input
+               if i and (i in dequantized or types.get(i, TensorProto.FLOAT) != TensorProto.FLOAT)]
+        if bad:
+            raise ArtifactError(f"the declared FP32 node {name!r} ({op_type}) has quantized inputs {bad}")
+
+
+def quantize_int8(src: str | Path, dst: str | Path, keep_fp32: list[str] | tuple[str, ...], per_channel: bool = True,
+                  reduce_range: bool = True, per_row: bool = True) -> dict[str, Any]:
+    """Write ``src`` quantized to INT8 at ``dst``; the nodes named in ``keep_fp32`` (the manifest's declared
+    ``graph.fp32_nodes``) stay float32. MatMul/Gemm: dynamic, activations per row (``per_row``) so a row's
+    score does not depend on its batch; Conv/ConvTranspose: weight-only."""
     onnx = _onnx()
     try:
         from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
     except ImportError as exc:
         raise RuntimeError(f"INT8 export needs onnxruntime.quantization ({exc}); pip install onnxruntime onnx "
                            "sympy") from None
+    keep = set(keep_fp32)
     with tempfile.TemporaryDirectory(prefix="aeguard-int8-") as tmp:
         pre, per_batch = Path(tmp) / "pre.onnx", Path(tmp) / "per_batch.onnx"
-        # shape inference only: its graph optimisation folds Transpose(reference set) into a second copy
+        # shape inference only: its graph optimisation folds Transpose(reference set) into a second copy and
+        # would rename or fuse nodes, so the declared FP32 names would no longer match
         quant_pre_process(str(src), str(pre), skip_optimization=True)
         model = onnx.load(str(pre))
         for i, node in enumerate(model.graph.node):  # the quantizer addresses nodes by name
             if not node.name:
                 node.name = f"{node.op_type}_{i}"
+        missing = sorted(keep - {n.name for n in model.graph.node})
+        if missing:
+            raise ArtifactError(f"{len(missing)} declared FP32 node(s) are not in the graph ({', '.join(missing[:3])}"
+                                f"{' ...' if len(missing) > 3 else ''}): the graph was changed after export")
+        unsupported = _unsupported_weight_ops(model, keep)
+        if unsupported:
+            raise ArtifactError(f"INT8 cannot quantize {', '.join(unsupported[:3])}: recurrent layers are not "
+                                "supported (use the FP32 or legacy artifact)")
+        kept = {n.name: n.op_type for n in model.graph.node
+                if n.name in keep and (n.op_type in INT8_OP_TYPES or n.op_type in WEIGHT_ONLY_OP_TYPES)}
+        dynamic = [n.name for n in model.graph.node if n.op_type in INT8_OP_TYPES and n.name not in keep]
+        if not dynamic and not any(n.op_type in WEIGHT_ONLY_OP_TYPES and n.name not in keep for n in model.graph.node):
+            raise ArtifactError("the graph has no MatMul/Gemm/Conv weights outside its declared FP32 nodes; INT8 "
+                                "would change nothing")
         onnx.save(model, str(pre))
-        excluded = knn_matmuls(model)
-        candidates = [n.name for n in model.graph.node if n.op_type in INT8_OP_TYPES and n.name not in excluded]
-        if not candidates:
-            raise ArtifactError("the graph has no MatMul/Gemm weights to quantize; INT8 would change nothing")
-        quantize_dynamic(str(pre), str(per_batch), op_types_to_quantize=list(INT8_OP_TYPES),
-                         per_channel=per_channel, reduce_range=reduce_range, weight_type=QuantType.QInt8,
-                         nodes_to_exclude=excluded)
-        model = onnx.load(str(per_batch))
+        if dynamic:
+            quantize_dynamic(str(pre), str(per_batch), op_types_to_quantize=list(INT8_OP_TYPES),
+                             per_channel=per_channel, reduce_range=reduce_range, weight_type=QuantType.QInt8,
+                             nodes_to_exclude=sorted(keep))
+            model = onnx.load(str(per_batch))
+        conv = quantize_conv_weights(model, keep, per_channel=per_channel)
         _strip_metadata(model)
         _prune_opset_imports(model)
+        onnx.save(model, str(per_batch))  # the per-row check's reference: the same graph, activations per batch
         rewritten = quantize_activations_per_row(model) if per_row else 0
+        _check_kept_float(model, kept)
         onnx.save(model, str(dst))
         row_check = _row_equivalence(per_batch, Path(dst)) if per_row else None
     ops = [n.op_type for n in model.graph.node]
     return {"transform": "int8", "method": "onnxruntime quant_pre_process + quantize_dynamic"
-            + (" + per-row activation quantization" if per_row else ""),
+            + (" + per-row activation quantization" if per_row else "")
+            + (" + weight-only int8 convolutions" if conv else ""),
             "weight_type": "int8 (symmetric" + (", 7-bit reduce_range)" if reduce_range else ")"),
             "activation_type": "uint8, dynamic " + ("per row" if per_row else "per batch"),
-            "per_channel": per_channel, "reduce_range": reduce_range, "quantized_nodes": len(candidates),
+            "per_channel": per_channel, "reduce_range": reduce_range,
+            "quantized_nodes": len(dynamic) + len(conv), "weight_only_nodes": conv,
             "per_row_quantizers": rewritten, "per_row_check_max_abs_diff": row_check,
-            "kept_fp32_knn_nodes": excluded,
+            "declared_fp32_nodes": len(keep), "kept_fp32_nodes": sorted(kept),
             "integer_ops": sorted({op for op in ops if op in ("MatMulInteger", "DynamicQuantizeLinear",
                                                               "DynamicQuantizeMatMul", "QGemm")}),
             "opset": graph_opset(model)}
@@ -326,8 +412,9 @@ def _row_equivalence(per_batch: Path, per_row: Path, rows: int = 32) -> float:
     from aeguard.core.runtime import make_session
 
     a, b = make_session(per_batch, device="cpu"), make_session(per_row, device="cpu")
-    name, d = a.get_inputs()[0].name, a.get_inputs()[0].shape[-1]
-    X = np.random.default_rng(0).standard_normal((rows, int(d) if isinstance(d, int) else 1)).astype(np.float32)
+    name, shape = a.get_inputs()[0].name, a.get_inputs()[0].shape[1:]
+    row_shape = tuple(int(s) if isinstance(s, int) else 1 for s in shape)
+    X = np.random.default_rng(0).standard_normal((rows, *row_shape)).astype(np.float32)
     X[0] *= 100.0  # one extreme row: it would coarsen the others under a per-batch scale
     alone = np.concatenate([a.run(["score"], {name: X[i:i + 1]})[0] for i in range(rows)])
     batch = b.run(["score"], {name: X})[0]
@@ -390,6 +477,23 @@ def variant_name(source_variant: str, int8: bool, legacy: bool, opset: int) -> s
     return "legacy" if old else source_variant
 
 
+def _declared_after(declared: list[str], before: Path, after: Path, refuse: bool) -> list[str] | None:
+    """The declared FP32 names still in the graph after a transform (folded constants drop out).
+
+    ``None`` when a declared MatMul/Gemm/Conv was renamed away, since INT8 could no longer keep it float:
+    an error when ``refuse`` (an INT8 export follows), else the variant simply declares nothing.
+    """
+    onnx = _onnx()
+    ops = {n.name: n.op_type for n in onnx.load(str(before)).graph.node}
+    now = {n.name for n in onnx.load(str(after)).graph.node}
+    quantizable = (*INT8_OP_TYPES, *WEIGHT_ONLY_OP_TYPES)
+    lost = [name for name in declared if name not in now and ops.get(name) in quantizable]
+    if lost and refuse:
+        raise ArtifactError(f"the opset-17 conversion renamed declared FP32 node(s) {lost[:3]}, so INT8 could "
+                            "not keep them float; export --int8 alone (opset 18)")
+    return None if lost else [name for name in declared if name in now]
+
+
 def export_variant(artifact: str | Path, output: str | Path, *, int8: bool = False, legacy: bool = False,
                    per_channel: bool = True, reduce_range: bool = True, per_row: bool = True) -> Path:
     """Write a new artifact at ``output`` holding the INT8 and/or opset-17 variant of ``artifact``'s graph."""
@@ -403,6 +507,10 @@ def export_variant(artifact: str | Path, output: str | Path, *, int8: bool = Fal
     source_variant = str(manifest["graph"].get("variant", "fp32"))
     if int8 and source_variant.startswith("int8"):
         raise ArtifactError(f"{src} is already an INT8 artifact (variant {source_variant!r})")
+    declared = manifest["graph"].get("fp32_nodes")
+    if int8 and declared is None:
+        raise ArtifactError(f"{src} was exported by an older aeguard: its manifest does not declare which nodes "
+                            "must stay FP32 (graph.fp32_nodes); re-export it (aeguard fit) before --int8")
     src_graph = src / manifest["graph"]["file"]
     transforms: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="aeguard-export-") as tmp:
@@ -411,11 +519,13 @@ def export_variant(artifact: str | Path, output: str | Path, *, int8: bool = Fal
         if legacy:  # convert first, so an int8-legacy graph is quantized at the opset it ships with
             nxt = Path(tmp) / "legacy.onnx"
             transforms.append(convert_legacy(current, nxt))
+            if declared is not None:
+                declared = _declared_after(declared, current, nxt, refuse=int8)
             current = nxt
         if int8:
             nxt = Path(tmp) / "int8.onnx"
-            transforms.append(quantize_int8(current, nxt, per_channel=per_channel, reduce_range=reduce_range,
-                                            per_row=per_row))
+            transforms.append(quantize_int8(current, nxt, declared, per_channel=per_channel,
+                                            reduce_range=reduce_range, per_row=per_row))
             current = nxt
         check = compare_graphs(src_graph, current, probe_batch(manifest))
         limit = LEGACY_ATOL + LEGACY_RTOL * check["score_span"]
@@ -434,8 +544,12 @@ def export_variant(artifact: str | Path, output: str | Path, *, int8: bool = Fal
             new = copy.deepcopy(manifest)
             new["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             new["graph"] = {**manifest["graph"], "file": GRAPH, "variant": variant, "opset": opset,
-                            "exporter": "aeguard.core.variants", "source_variant": source_variant,
+                            "exporter": "aeguard.edge.variants", "source_variant": source_variant,
                             "transforms": transforms, "tools": tools, "check": check}
+            if declared is None:  # unknown, or lost by the opset conversion: an INT8 export of it is refused
+                new["graph"].pop("fp32_nodes", None)
+            else:
+                new["graph"]["fp32_nodes"] = list(declared)
             new["source"] = source
             new["files"] = files
             return new

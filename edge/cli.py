@@ -7,6 +7,8 @@ runtime, validation, thresholds, dataset loaders); argparse keeps start-up short
 - ``aeguard-edge score ARTIFACT DATA [-o OUT.csv]``: the same CSV as ``aeguard score`` (score,label,probability).
 - ``aeguard-edge watch ARTIFACT``: one ``score,label,probability`` line per stdin row, flushed at once, for
   sensor pipelines; a bad row is reported on stderr and the stream goes on.
+- ``--components`` (score and watch): one more column per named component output of the graph (e.g. ``apre``'s
+  error, uncertainty, shift_norm), in graph output order; integer outputs (a predicted class) as integers.
 - ``aeguard-edge info ARTIFACT``: the manifest summary, checksums verified and the graph loaded.
 
 Errors end with one ``error: ...`` line and exit code 1 (``AEGUARD_DEBUG=1`` shows the traceback).
@@ -15,6 +17,7 @@ Errors end with one ``error: ...`` line and exit code 1 (``AEGUARD_DEBUG=1`` sho
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -33,9 +36,32 @@ class EdgeError(Exception):
     """An expected failure with a message for the user."""
 
 
-def format_row(score: float, label: int, probability: float) -> str:
-    """One output line, formatted like ``aeguard score`` (pandas ``float_format='%.9g'``)."""
-    return f"{score:.9g},{int(label)},{probability:.9g}"
+def format_row(score: float, label: int, probability: float, components: Iterable[Any] = ()) -> str:
+    """One output line, formatted like ``aeguard score`` (pandas ``float_format='%.9g'``); ``components`` are
+    Python ints (written as integers) or floats."""
+    extra = "".join(f",{v}" if isinstance(v, int) else f",{v:.9g}" for v in components)
+    return f"{score:.9g},{int(label)},{probability:.9g}{extra}"
+
+
+def component_names(model: Any) -> list[str]:
+    """The graph's named outputs besides score and contrib, in graph output order."""
+    return [name for name in model.output_names if name not in ("score", "contrib")]
+
+
+def csv_header(names: list[str]) -> str:
+    """``score,label,probability`` and the component columns."""
+    return ",".join([HEADER, *names])
+
+
+def component_columns(scored: Any, names: list[str]) -> list[list[Any]]:
+    """Per component, its per-row values as Python ints (integer outputs) or floats."""
+    columns = []
+    for name in names:
+        values = np.asarray(scored.components[name])
+        if values.ndim != 1:
+            raise EdgeError(f"component {name!r} has shape {values.shape}: only one value per row fits a CSV column")
+        columns.append(values.astype(np.int64 if values.dtype.kind in "iub" else np.float64).tolist())
+    return columns
 
 
 def load(path: str | Path, device: str = "auto", threads: int | None = None) -> Any:
@@ -56,10 +82,13 @@ def read_rows(path: Path, label_column: str | None = None) -> Any:
     return frame
 
 
-def write_scores(scored: Any, out: IO[str]) -> None:
-    out.write(HEADER + "\n")
-    out.writelines(format_row(s, lab, p) + "\n"
-                   for s, lab, p in zip(scored.score.tolist(), scored.label.tolist(), scored.probability.tolist()))
+def write_scores(scored: Any, out: IO[str], components: list[str] | None = None) -> None:
+    """The CSV of ``aeguard score``; ``components`` names the component columns to append (default none)."""
+    names = components or []
+    out.write(csv_header(names) + "\n")
+    extra = zip(*component_columns(scored, names)) if names else itertools.repeat(())
+    out.writelines(format_row(s, lab, p, c) + "\n" for s, lab, p, c in
+                   zip(scored.score.tolist(), scored.label.tolist(), scored.probability.tolist(), extra))
 
 
 # --- commands -----------------------------------------------------------------------------------------
@@ -69,12 +98,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     model = load(args.artifact, device=args.device, threads=args.threads)
     X = read_rows(Path(args.data), args.label_column)
     scored = model.score(X, threshold=args.threshold)
+    names = component_names(model) if args.components else None
     if args.output is None or str(args.output) == "-":
-        write_scores(scored, sys.stdout)
+        write_scores(scored, sys.stdout, names)
         sys.stdout.flush()
     else:
         with open(args.output, "w", newline="") as fh:
-            write_scores(scored, fh)
+            write_scores(scored, fh, names)
         print(f"wrote {len(scored.score)} scores to {args.output} ({int(scored.label.sum())} flagged)",
               file=sys.stderr)
     return 0
@@ -131,13 +161,14 @@ def _is_float(text: str) -> bool:
 
 
 def watch(model: Any, lines: Iterable[str], out: IO[str], err: IO[str], threshold: float | None = None,
-          on_error: str = "skip", header: bool = False) -> tuple[int, int]:
+          on_error: str = "skip", header: bool = False, components: bool = False) -> tuple[int, int]:
     """Score each row as it arrives; returns (rows scored, bad lines)."""
     parser = RowParser(model.feature_names)
     cut = model.threshold_for(threshold)
+    names = component_names(model) if components else []
     scored = bad = 0
     if header:
-        out.write(HEADER + "\n")
+        out.write(csv_header(names) + "\n")
         out.flush()
     for lineno, line in enumerate(lines, 1):
         try:
@@ -150,10 +181,11 @@ def watch(model: Any, lines: Iterable[str], out: IO[str], err: IO[str], threshol
             err.write(f"bad row: {exc}\n")
             err.flush()
             if on_error == "nan":
-                out.write("nan,nan,nan\n")
+                out.write(",".join(["nan"] * (3 + len(names))) + "\n")
                 out.flush()
             continue
-        out.write(format_row(result.score[0], result.label[0], result.probability[0]) + "\n")
+        extra = [column[0] for column in component_columns(result, names)]
+        out.write(format_row(result.score[0], result.label[0], result.probability[0], extra) + "\n")
         out.flush()
         scored += 1
     return scored, bad
@@ -162,7 +194,7 @@ def watch(model: Any, lines: Iterable[str], out: IO[str], err: IO[str], threshol
 def cmd_watch(args: argparse.Namespace) -> int:
     model = load(args.artifact, device=args.device, threads=args.threads)
     scored, bad = watch(model, iter(sys.stdin.readline, ""), sys.stdout, sys.stderr, threshold=args.threshold,
-                        on_error=args.on_error, header=args.header)
+                        on_error=args.on_error, header=args.header, components=args.components)
     if bad:
         print(f"scored {scored} rows; {bad} bad line(s) reported above", file=sys.stderr)
     return 0
@@ -236,12 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="onnxruntime provider (auto: CUDA when really available, else CPU)")
         p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all)")
 
+    def components_opt(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--components", action="store_true",
+                       help="add a column per named component output of the graph (graph order)")
+
     p = sub.add_parser("score", help="score a CSV/Parquet/NPZ file; CSV out (score,label,probability)")
     p.add_argument("artifact", help="artifact folder")
     p.add_argument("data", help="CSV with header, Parquet, or NPZ with X")
     p.add_argument("-o", "--output", default=None, help="CSV to write (default: stdout)")
     p.add_argument("--label-column", default=None, help="column with labels to drop")
     p.add_argument("--threshold", type=float, default=None, help="override the artifact's threshold")
+    components_opt(p)
     runtime_opts(p)
     p.set_defaults(func=cmd_score)
 
@@ -249,8 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact", help="artifact folder")
     p.add_argument("--threshold", type=float, default=None, help="override the artifact's threshold")
     p.add_argument("--on-error", default="skip", choices=ON_ERROR,
-                   help="bad row: skip it (default) or write 'nan,nan,nan' to keep lines aligned")
+                   help="bad row: skip it (default) or write 'nan,nan,nan' (one nan per column) to keep lines "
+                   "aligned")
     p.add_argument("--header", action="store_true", help=f"write a '{HEADER}' header line first")
+    components_opt(p)
     runtime_opts(p)
     p.set_defaults(func=cmd_watch)
 
