@@ -1,49 +1,55 @@
 """The ASGI gate in front of the scoring routes: API key, body-size limit, content types, clear 4xx bodies.
 
-BentoML parses request bodies before our API code runs, and a few of its failure paths answer 500 for what
-is really a client error (a malformed multipart body, a non-file ``file`` field) or format 4xx bodies in
-ways that do not name the problem. The gate checks everything it can before BentoML sees the request and
-rewrites BentoML's pydantic 400 bodies into ``{"error": "<field>: <problem>", "detail": [...]}``.
+It runs inside BentoML's own middleware (metrics, tracing, access log, timeout), so every request still
+counts in ``/metrics``. After its checks it hands the hot routes (``POST /score``) straight to the aeguard
+Starlette app: BentoML's router would otherwise send them to the ``@bentoml.api`` method of the same route,
+which exists for the published schema and parses bodies with pydantic models. Everything else goes on to
+BentoML.
 
-It also hides the internal batching routes: only an in-process call made by the service itself (marked by a
-context variable, which the in-process ASGI transport carries into the request) may use it.
+BentoML parses the bodies of the routes it keeps (``/score_csv``), and a few of its failure paths answer 500
+for what is really a client error (a malformed multipart body, a non-file ``file`` field) or format 4xx
+bodies in ways that do not name the problem. The gate checks everything it can before BentoML sees the
+request and rewrites BentoML's pydantic 400 bodies into ``{"error": "<field>: <problem>", "detail": [...]}``.
+It also adds what BentoML cannot generate to the OpenAPI schema at ``/docs.json``
+(:func:`aeguard.serving.schemas.extend_openapi`).
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-from contextvars import ContextVar
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from aeguard.serving.inputs import ARROW_MEDIA, NPY_MEDIA
 
 Scope = dict[str, Any]
 
-#: set by the service around its in-process call to the batchable route
-INTERNAL_CALL: ContextVar[bool] = ContextVar("aeguard_internal_call", default=False)
-
 JSON_TYPES = ("application/json", "")
+SCORE_TYPES = (*JSON_TYPES, ARROW_MEDIA, NPY_MEDIA)
 MULTIPART = "multipart/form-data"
+OPENAPI_PATH = "/docs.json"
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key.lower() == name:
             return value.decode("latin-1")
     return None
 
 
-def _media_type(scope: Scope) -> str:
-    return (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+def media_type(scope: Scope) -> str:
+    return (header(scope, b"content-type") or "").split(";")[0].strip().lower()
 
 
 def presented_key(scope: Scope) -> str | None:
     """The API key from ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
-    auth = _header(scope, b"authorization")
+    auth = header(scope, b"authorization")
     if auth:
         scheme, _, token = auth.strip().partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    key = _header(scope, b"x-api-key")
+    key = header(scope, b"x-api-key")
     return key.strip() if key and key.strip() else None
 
 
@@ -95,30 +101,31 @@ class BodyTooLarge(Exception):
 
 class Gate:
     """ASGI middleware; ``protected`` are the routes behind the API key, ``scoring`` the POST routes whose
-    bodies are size-checked and whose 4xx bodies are normalised."""
+    bodies are size-checked (with their accepted media types), ``hot_routes`` the scoring routes answered by
+    ``await handler(scope, body, send)`` instead of BentoML's router; the 4xx bodies of the others are
+    normalised."""
 
-    def __init__(self, app: Any, *, api_key: str | None, max_body_bytes: int, internal_routes: tuple[str, ...],
+    def __init__(self, app: Any, *, api_key: str | None, max_body_bytes: int,
+                 hot_routes: Mapping[str, Any] | None = None,
                  protected: tuple[str, ...] = ("/score", "/score_csv", "/models"),
-                 scoring: dict[str, tuple[str, ...]] | None = None) -> None:
+                 scoring: dict[str, tuple[str, ...]] | None = None,
+                 openapi: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.app = app
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
-        self.internal_routes = internal_routes
+        self.hot_routes = dict(hot_routes or {})
         self.protected = protected
-        self.scoring = scoring if scoring is not None else {"/score": JSON_TYPES, "/score_csv": (MULTIPART,)}
+        self.scoring = scoring if scoring is not None else {"/score": SCORE_TYPES, "/score_csv": (MULTIPART,)}
+        self.openapi = openapi
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        if path in self.internal_routes:
-            if INTERNAL_CALL.get():
-                await self.app(scope, receive, send)
-            else:
-                await send_json(send, 404, {"error": f"not found: {path} is internal to the service"})
-            return
         if path not in self.protected:
+            if path == OPENAPI_PATH and self.openapi is not None and scope.get("method") == "GET":
+                send = _rewriting_send(send, self._extend_spec, lambda status: status == 200)
             await self.app(scope, receive, send)
             return
         if self.api_key is not None:
@@ -135,13 +142,13 @@ class Gate:
         await self._scoring(scope, receive, send, self.scoring[path])
 
     async def _scoring(self, scope: Scope, receive: Any, send: Any, media_types: tuple[str, ...]) -> None:
-        media = _media_type(scope)
+        media = media_type(scope)
         if media not in media_types:
             wanted = " or ".join(m for m in media_types if m)
             await send_json(send, 415, {"error": f"unsupported content type {media or 'none'!r} for "
                                                  f"{scope['path']}: send Content-Type: {wanted}"})
             return
-        declared = _header(scope, b"content-length")
+        declared = header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await send_json(send, 413, self._too_large(int(declared)))
             return
@@ -155,7 +162,18 @@ class Gate:
             if problem:
                 await send_json(send, 400, {"error": problem})
                 return
-        await self.app(scope, _replay(body, receive), _normalising_send(send))
+        hot = self.hot_routes.get(scope["path"])
+        if hot is not None:
+            await hot(scope, body, send)
+            return
+        await self.app(scope, _replay(body, receive), _rewriting_send(send, _normalise, lambda s: 400 <= s < 500))
+
+    def _extend_spec(self, body: bytes) -> bytes:
+        try:
+            spec = json.loads(body)
+        except ValueError:
+            return body
+        return json.dumps(self.openapi(spec)).encode()
 
     def _too_large(self, n_bytes: int | None) -> dict[str, str]:
         size = f"of {n_bytes} bytes " if n_bytes is not None else ""
@@ -214,14 +232,14 @@ async def _multipart_problem(scope: Scope, body: bytes) -> str | None:
     return None
 
 
-def _normalising_send(send: Any) -> Any:
-    """Rewrite BentoML's 4xx JSON bodies so ``error`` names the problem (pydantic errors, and the one-element
-    list BentoML answers for its own 4xx exceptions)."""
+def _rewriting_send(send: Any, rewrite: Callable[[bytes], bytes], when: Callable[[int], bool]) -> Any:
+    """Collect the body of a response whose status passes ``when`` and send ``rewrite(body)`` instead
+    (with the content length fixed); other responses pass through."""
     state: dict[str, Any] = {}
 
     async def wrapped(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
-            if 400 <= message["status"] < 500:
+            if when(message["status"]):
                 state["start"] = message
                 state["chunks"] = []
                 return
@@ -234,7 +252,7 @@ def _normalising_send(send: Any) -> Any:
         if message.get("more_body", False):
             return
         start, body = state.pop("start"), b"".join(state.pop("chunks"))
-        body = _normalise(body)
+        body = rewrite(body)
         headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
         await send({**start, "headers": headers})
@@ -244,6 +262,8 @@ def _normalising_send(send: Any) -> Any:
 
 
 def _normalise(body: bytes) -> bytes:
+    """BentoML's 4xx JSON bodies with ``error`` naming the problem (pydantic errors, and the one-element
+    list BentoML answers for its own 4xx exceptions)."""
     try:
         data = json.loads(body)
     except ValueError:

@@ -13,12 +13,20 @@ AEGUARD_MAX_ROWS          rows per request (default 10000); more answers 413
 AEGUARD_MAX_BODY_BYTES    request body bytes (default 16 MiB); more answers 413
 AEGUARD_WORKERS           server worker processes, one onnxruntime session per model each (default 1)
 AEGUARD_DEVICE            auto, cpu or cuda (default auto: CUDA only when a session really runs on it)
-AEGUARD_MAX_BATCH_ROWS    most rows the adaptive batcher joins into one onnxruntime call (default 4096)
-AEGUARD_MAX_LATENCY_MS    the batcher's latency budget in ms (default 5000); a request queued longer in an
-                          overloaded server answers 503
+AEGUARD_BATCH_WAIT_MS     0 (default): every request is scored on its own, inline in the handler; > 0 turns
+                          on the in-process micro-batcher, which joins the rows of concurrent requests for
+                          one model, waiting at most this fixed time (ms) for more (never a learned wait)
+AEGUARD_MAX_BATCH_ROWS    most rows the micro-batcher joins into one onnxruntime call (default 4096)
+AEGUARD_MAX_LATENCY_MS    with the micro-batcher on: a request still queued after this many ms (an overloaded
+                          event loop) answers 503 (default 5000)
 AEGUARD_TIMEOUT_S         request timeout in seconds (default 60)
 AEGUARD_ACCESS_LOG        1 (default) logs one line per request; 0 turns the access log off
-AEGUARD_ORT_THREADS       onnxruntime intra-op threads per session (default: CPU cores / workers)
+AEGUARD_TRACING           0 (default) leaves ``/score`` out of BentoML's OpenTelemetry spans (four spans per
+                          request, about a third of the per-request CPU even with no exporter); 1 traces it
+AEGUARD_ORT_THREADS       onnxruntime intra-op threads per session (default 1: one per worker, so the thread
+                          pool never competes with the event loop; 0 = onnxruntime's default, one per core)
+AEGUARD_ORT_SPINNING      0 (default): onnxruntime threads sleep between calls instead of spinning
+                          (``session.intra_op.allow_spinning=0``); 1 lets them spin
 ========================  ==========================================================================
 """
 
@@ -48,6 +56,30 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if not 0.0 <= value < float("inf"):
+        raise ValueError(f"{name} must be a finite number >= 0, got {raw!r}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 0 or 1, got {raw!r}")
+
+
 def split_refs(value: str) -> list[str]:
     """``a,b , c`` -> ``['a', 'b', 'c']`` (empty entries dropped)."""
     return [part.strip() for part in value.split(",") if part.strip()]
@@ -61,10 +93,14 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     workers: int = 1
     device: str = "auto"
+    batch_wait_ms: float = 0.0
     max_batch_rows: int = 4096
     max_latency_ms: int = 5000
     timeout_s: int = 60
     access_log: bool = True
+    ort_threads: int = 1
+    ort_spinning: bool = False
+    tracing: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,17 +115,12 @@ class Settings:
             max_body_bytes=_int(env, "AEGUARD_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=64),
             workers=_int(env, "AEGUARD_WORKERS", 1),
             device=device,
+            batch_wait_ms=_float(env, "AEGUARD_BATCH_WAIT_MS", 0.0),
             max_batch_rows=_int(env, "AEGUARD_MAX_BATCH_ROWS", 4096, minimum=2),
             max_latency_ms=_int(env, "AEGUARD_MAX_LATENCY_MS", 5000),
             timeout_s=_int(env, "AEGUARD_TIMEOUT_S", 60),
-            access_log=env.get("AEGUARD_ACCESS_LOG", "1").strip().lower() not in ("0", "false", "no", "off"),
+            access_log=_flag(env, "AEGUARD_ACCESS_LOG", True),
+            ort_threads=_int(env, "AEGUARD_ORT_THREADS", 1, minimum=0),
+            ort_spinning=_flag(env, "AEGUARD_ORT_SPINNING", False),
+            tracing=_flag(env, "AEGUARD_TRACING", False),
         )
-
-    def ort_threads(self) -> int | None:
-        """Intra-op threads per session: an explicit AEGUARD_ORT_THREADS wins, else share the cores between
-        workers so N workers do not each start one thread per core."""
-        if os.environ.get("AEGUARD_ORT_THREADS"):
-            return None  # core.runtime.make_session reads it itself
-        if self.workers <= 1:
-            return None
-        return max(1, (os.cpu_count() or 1) // self.workers)

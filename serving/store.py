@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aeguard.core.artifact import MANIFEST, Artifact, ArtifactError, load_artifact, read_manifest
+from aeguard.core.artifact import MANIFEST, Artifact, ArtifactError, read_manifest
+from aeguard.serving.runtime import load_for_serving, session_settings
 
 #: label that marks a model-store entry as an aeguard artifact
 STORE_LABEL = {"framework": "aeguard"}
@@ -76,6 +77,7 @@ class LoadedModel:
             "n_features": self.n_features,
             "threshold": self.artifact.threshold_,
             "versions": manifest.get("versions", {}),
+            "session": session_settings(self.artifact),
             "manifest": manifest,
         }
 
@@ -134,11 +136,12 @@ def resolve_all(refs: list[str] | tuple[str, ...]) -> list[ResolvedModel]:
     return resolved
 
 
-def load_models(refs: list[str] | tuple[str, ...], device: str = "auto",
-                threads: int | None = None) -> list[LoadedModel]:
-    """Resolve and load every artifact (checksums verified, one onnxruntime session each)."""
+def load_models(refs: list[str] | tuple[str, ...], device: str = "auto", threads: int = 1,
+                spinning: bool = False) -> list[LoadedModel]:
+    """Resolve and load every artifact (checksums verified, one onnxruntime session each, with the serving
+    thread settings of :mod:`aeguard.serving.runtime`)."""
     return [LoadedModel(name=r.name, version=r.version, source=r.source, tag=r.tag,
-                        artifact=load_artifact(r.path, device=device, threads=threads))
+                        artifact=load_for_serving(r.path, device=device, threads=threads, spinning=spinning))
             for r in resolve_all(refs)]
 
 
