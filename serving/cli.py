@@ -115,13 +115,34 @@ def models_list(as_json: bool = typer.Option(False, "--json", help="Print JSON r
     console.print(table)
 
 
+def _int_list(value: str, flag: str) -> tuple[int, ...]:
+    try:
+        numbers = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{flag} takes integers separated by commas, got {value!r}") from None
+    if not numbers or min(numbers) < 1:
+        raise typer.BadParameter(f"{flag} takes integers >= 1, got {value!r}")
+    return numbers
+
+
 def bench_serve(
     artifact: str = typer.Argument(..., help="Artifact folder (or model-store tag) to serve and measure."),
-    requests: int = typer.Option(1000, "--requests", min=1, help="Timed requests."),
-    concurrency: int = typer.Option(1, "--concurrency", min=1, help="Requests in flight at once."),
-    rows_per_request: int = typer.Option(1, "--rows-per-request", min=1, help="Rows in each good request."),
-    url: str = typer.Option(None, "--url", help="Target a running server instead of starting one."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Workers of the server this command starts."),
+    requests: int = typer.Option(1000, "--requests", min=1, help="Timed requests per measurement."),
+    concurrency: str = typer.Option("1", "--concurrency", help="Requests in flight at once (a comma list runs "
+                                                               "each, e.g. 1,8)."),
+    rows_per_request: str = typer.Option("1", "--rows-per-request", help="Rows in each good request (a comma "
+                                                                         "list runs each, e.g. 1,256,4096)."),
+    body: str = typer.Option("records", "--body", help="Request body forms, comma-separated: records, columns, "
+                                                       "values, arrow (Arrow in and out), npy."),
+    duration: float = typer.Option(None, "--duration", min=0.1, help="Stop each measurement after this many "
+                                                                     "seconds (or --requests, if sooner)."),
+    url: str = typer.Option(None, "--url", help="Target a running aeguard server instead of starting one."),
+    reference: bool = typer.Option(None, "--reference/--no-reference",
+                                   help="Also measure the plain-Starlette reference endpoint on the same artifact "
+                                        "(default: when this command starts the servers and sends no bad input)."),
+    reference_url: str = typer.Option(None, "--reference-url", help="A running reference endpoint "
+                                                                    "(python -m aeguard.serving.reference)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Workers of the servers this command starts."),
     bad_fraction: float = typer.Option(0.0, "--bad-fraction", min=0.0, max=1.0,
                                        help="Share of requests with bad input (mixed good/bad load)."),
     max_rows: int = typer.Option(None, "--max-rows", min=1, help="AEGUARD_MAX_ROWS of the started server."),
@@ -129,29 +150,52 @@ def bench_serve(
                                        help="AEGUARD_MAX_BODY_BYTES of the started server."),
     api_key: str = typer.Option(None, "--api-key", envvar="AEGUARD_API_KEY", show_envvar=True,
                                 help="API key to send (and to require, on a server this command starts)."),
+    burst_seconds: float = typer.Option(0.0, "--burst-seconds", min=0.0,
+                                        help="Add the burst phase: single-row latency before and right after this "
+                                             "many seconds of 256-row requests at C=8 (0: skip it)."),
     seed: int = typer.Option(0, "--seed"),
-    output: Path = typer.Option(None, "-o", "--output", help="Append the result as one JSON line to this file."),
+    output: Path = typer.Option(None, "-o", "--output", help="Append each result as one JSON line to this file."),
+    report: Path = typer.Option(None, "--report", help="Write the results as Markdown tables to this file."),
 ) -> None:
-    """Load-test /score on loopback: requests/s, rows/s, p50/p99 latency, errors, served/raw onnxruntime ratio."""
-    from aeguard.serving.bench import BenchConfig, run_bench
+    """Load-test /score on loopback against the plain-Starlette ceiling: rows/s, requests/s, p50/p99, CPU per
+    request, (a)/(b) ratios, served/raw onnxruntime, errors."""
+    from aeguard.serving.bench import BODY_KINDS, BenchConfig, markdown_report, run_bench
 
-    config = BenchConfig(artifact=artifact, requests=requests, concurrency=concurrency,
-                         rows_per_request=rows_per_request, url=url, workers=workers, bad_fraction=bad_fraction,
-                         max_rows=max_rows, max_body_bytes=max_body_bytes, api_key=api_key, seed=seed)
-    result = run_bench(config, log=lambda msg: err_console.print(msg, highlight=False))
-    table = Table("metric", "value", title=f"bench-serve: R={rows_per_request} C={concurrency} N={requests}")
-    for key in ("requests_per_s", "rows_per_s", "p50_ms", "p99_ms", "errors", "status_counts",
-                "raw_rows_per_s", "served_to_raw", "raw_rows_per_s_large_batch", "served_to_raw_large_batch"):
-        value = result[key]
-        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    bodies = tuple(b.strip() for b in body.split(",") if b.strip())
+    unknown = [b for b in bodies if b not in BODY_KINDS]
+    if unknown or not bodies:
+        raise typer.BadParameter(f"unknown body form(s) {unknown}; choose from {list(BODY_KINDS)}")
+    config = BenchConfig(artifact=artifact, requests=requests, concurrency=_int_list(concurrency, "--concurrency"),
+                         rows_per_request=_int_list(rows_per_request, "--rows-per-request"), bodies=bodies, url=url,
+                         reference=reference, reference_url=reference_url, workers=workers,
+                         bad_fraction=bad_fraction, max_rows=max_rows, max_body_bytes=max_body_bytes,
+                         api_key=api_key, seed=seed, duration_s=duration, burst_s=burst_seconds)
+    results = run_bench(config, log=lambda msg: err_console.print(msg, highlight=False))
+    table = Table("body", "R", "C", "rows/s", "req/s", "p50 ms", "p99 ms", "errors", "5xx", "(a)/(b) rows",
+                  "served/raw", "CPU (a)/(b)", title=f"bench-serve {artifact}")
+    for r in results:
+        if r["phase"] == "grid":
+            table.add_row(r["body"], str(r["rows_per_request"]), str(r["concurrency"]), f"{r['rows_per_s']:.4g}",
+                          f"{r['requests_per_s']:.4g}", f"{r['p50_ms']:.3g}", f"{r['p99_ms']:.3g}", str(r["errors"]),
+                          str(r["server_errors_5xx"]), _maybe(r.get("rows_ratio")), f"{r['served_to_raw']:.3g}",
+                          _maybe(r.get("cpu_ratio")))
     console.print(table)
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         with open(output, "a") as fh:
-            fh.write(json.dumps(result) + "\n")
-        err_console.print(f"appended to {output}")
-    if result["errors"]:
+            for r in results:
+                fh.write(json.dumps(r) + "\n")
+        err_console.print(f"appended {len(results)} result(s) to {output}")
+    if report:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(markdown_report(results))
+        err_console.print(f"wrote {report}")
+    if any(r.get("errors") for r in results) or any(r.get("scores_agree") is False for r in results):
         raise typer.Exit(1)
+
+
+def _maybe(value: float | None) -> str:
+    return "" if value is None else f"{value:.3g}"
 
 
 def register(app: typer.Typer) -> None:
