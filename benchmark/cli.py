@@ -38,6 +38,11 @@ def benchmark_cmd(
                                  "the label-free cells (see --paper-protocol)."),
     protocol_epochs: int = typer.Option(None, "--protocol-epochs", help="Training epochs inside the protocol "
                                         "(default: the protocol's own, 5000 for paper-protocol)."),
+    baseline_scaling: str = typer.Option("standard", "--baseline-scaling", help="Input scaling of the PyOD "
+                                         "baselines, fitted on each fit split: standard ((x - mean) / (std + "
+                                         "1e-5), as every aeguard detector does inside its graph), minmax "
+                                         "(ADBench) or none (raw features). A spec's own scaling= wins; a "
+                                         "non-default value is part of the row's name, e.g. ocsvm(scaling=none)."),
     report_only: bool = typer.Option(False, "--report-only", help="Only rebuild the report from OUT/results.csv."),
     report_to: Path = typer.Option(None, "--report-to", help="Also write the Markdown report to this path, with "
                                    "its figures in figures/ next to it (e.g. docs/benchmarks/odds.md)."),
@@ -47,7 +52,8 @@ def benchmark_cmd(
     """Benchmark detectors on ODDS (or a folder of .npz files) with PyOD baselines on the same splits.
 
     Protocol: stratified 60/40 fit/test split per seed, fit split capped at 20,000 rows, no label used for any
-    choice. Writes OUT/results.csv (appended as cells finish), OUT/run.json, OUT/report.md, OUT/report.html.
+    choice; baselines fitted on fit-split-standardized features by default (--baseline-scaling). Writes
+    OUT/results.csv (appended as cells finish), OUT/run.json, OUT/report.md, OUT/report.html.
     """
     out = out or Path("runs") / ("odds" if suite == "odds" else Path(suite).expanduser().resolve().name)
     if report_only:
@@ -66,7 +72,7 @@ def benchmark_cmd(
         _run_protocol(protocol, chosen, out, protocol_epochs, progress)
         return
     summary = run_benchmark(chosen, specs, seeds, out, workers=workers, backend=backend, scheduler=scheduler,
-                            progress=progress, argv=["aeguard", *sys.argv[1:]])
+                            progress=progress, argv=["aeguard", *sys.argv[1:]], baseline_scaling=baseline_scaling)
     written = _reports(out, report_to)
     failed = f", {summary.failed} failed (see the report)" if summary.failed else ""
     typer.echo(f"{summary.ran} cells run in {summary.wall_seconds:.1f} s ({summary.skipped} already done"

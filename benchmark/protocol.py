@@ -7,6 +7,8 @@ One place defines the split and how detector specs are written, so all tables bu
   label is used for any choice.
 - :func:`parse_detector_spec` / :func:`parse_detector_list`: ``ae``, ``iforest``, ``apre(mss=false,alpha=1)``;
   the label of a parameterised spec is the spec string itself.
+- :func:`baseline_scaling`: the input scaling a baseline spec runs with (``--baseline-scaling``); every
+  aeguard detector standardizes with fit-split statistics inside its graph, and so do the baselines by default.
 
 Only numpy is imported at module level; scikit-learn is imported when a split is made.
 """
@@ -25,6 +27,8 @@ TEST_SIZE = 0.4
 FIT_CAP = 20_000
 #: the PyOD baselines that ``--detectors baselines`` expands to (each a registered aeguard detector)
 BASELINES = ("iforest", "ecod", "copod", "hbos", "knn", "lof", "ocsvm", "pca")
+#: the hyperparameter of a baseline that sets its input scaling (``--baseline-scaling``)
+SCALING_PARAM = "scaling"
 
 _NAME = re.compile(r"^[A-Za-z_][\w.+\-]*$")
 _KEY = re.compile(r"^[A-Za-z_]\w*$")
@@ -108,6 +112,49 @@ def parse_detector_list(text: str, registered: list[str] | None = None) -> list[
     if not specs:
         raise ValueError(f"no detectors in {text!r}")
     return list(dict.fromkeys(specs))
+
+
+def with_param(spec: str, key: str, value: str) -> str:
+    """``spec`` with ``key=value`` appended, written as given: ``ocsvm`` -> ``ocsvm(scaling=none)``,
+    ``knn(n_neighbors=10)`` -> ``knn(n_neighbors=10,scaling=none)``. A key the spec already sets is an error."""
+    if key in parse_detector_spec(spec)[2]:
+        raise ValueError(f"detector spec {spec!r} already sets {key!r}")
+    text = spec.strip()
+    if "(" not in text:
+        return f"{text}({key}={value})"
+    inner = text[text.index("(") + 1:-1].strip()
+    return f"{text[:-1]}{',' if inner else ''}{key}={value})"
+
+
+def is_baseline(spec: str) -> bool:
+    """A baseline is a detector whose registry record does not export ONNX (the PyOD adapters)."""
+    name = parse_detector_spec(spec)[1]
+    try:
+        from aeguard.core import registry
+
+        return not registry.get(name).exports_onnx
+    except Exception:  # noqa: BLE001 - report built where the detector is not installed
+        return name in BASELINES
+
+
+def baseline_scaling(spec: str) -> str | None:
+    """The input scaling of a baseline spec: its explicit ``scaling=`` (``none`` parses as None and means
+    ``"none"``), else its class's default (``"standard"`` for the PyOD adapter); None when the spec is no
+    baseline or its class has no ``scaling``."""
+    _, name, params = parse_detector_spec(spec)
+    if not is_baseline(spec):
+        return None
+    if SCALING_PARAM in params:
+        return "none" if params[SCALING_PARAM] is None else str(params[SCALING_PARAM])
+    try:
+        import inspect
+
+        from aeguard.core import registry
+
+        declared = inspect.signature(registry.get(name).cls.__init__).parameters.get(SCALING_PARAM)
+    except Exception:  # noqa: BLE001 - report built where the detector is not installed
+        return None
+    return None if declared is None or declared.default is inspect.Parameter.empty else str(declared.default)
 
 
 def _split_top_level(text: str) -> list[str]:

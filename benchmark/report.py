@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .cells import OK
-from .protocol import BASELINES, parse_detector_spec
+from .protocol import BASELINES, SCALING_PARAM, baseline_scaling, is_baseline, parse_detector_spec, with_param
 from .results import read_results
 
 #: two detectors' mean scores on a dataset closer than this count as a tie in wins/ties/losses
@@ -57,7 +57,7 @@ def build_report(out: Path, md_path: Path | None = None, html_path: Path | None 
     if not rows:
         raise ValueError(f"no results in {out / 'results.csv'}; run `aeguard benchmark` first")
     run = _read_run(out / "run.json")
-    frame = pd.DataFrame(rows)
+    frame = _label_raw_baselines(pd.DataFrame(rows), run)
     report = compose(frame, run, fig_dir, md_path.parent, title)
     _protocols_section(report, out)
     md_path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,15 +79,19 @@ def _read_run(path: Path) -> dict[str, Any]:
 # --- analysis ----------------------------------------------------------------------------------------
 
 
-def is_baseline(spec: str) -> bool:
-    """A baseline is a detector whose registry record does not export ONNX (the PyOD adapters)."""
-    name = parse_detector_spec(spec)[1]
-    try:
-        from aeguard.core import registry
+def _label_raw_baselines(frame: pd.DataFrame, run: dict[str, Any]) -> pd.DataFrame:
+    """A run recorded before ``--baseline-scaling`` fitted its baselines on raw features under the bare names that
+    now mean standardized input; its rows are labelled ``NAME(scaling=none)``, as such a run is labelled today."""
+    from .runner import records_baseline_scaling
 
-        return not registry.get(name).exports_onnx
-    except Exception:  # noqa: BLE001 - report built where the detector is not installed
-        return name in BASELINES
+    if not run or records_baseline_scaling(run):
+        return frame
+
+    def relabel(spec: str) -> str:
+        bare = is_baseline(spec) and SCALING_PARAM not in parse_detector_spec(spec)[2]
+        return with_param(spec, SCALING_PARAM, "none") if bare and baseline_scaling(spec) else spec
+
+    return frame.assign(detector=frame["detector"].map(relabel))
 
 
 def detector_order(specs: list[str]) -> list[str]:
@@ -199,35 +203,62 @@ def _run_section(report: Report, frame: pd.DataFrame, run: dict[str, Any], detec
         "label is used for any choice; all detectors see the same splits.",
     ]
     if baselines:
-        text = ("PyOD baselines run with PyOD's default hyperparameters on the raw features (no scaling; aeguard "
-                "detectors standardize inside their graphs with fit-split statistics). PyOD's own benchmark script "
-                "(notebooks/benchmark.py) standardizes every split first, so distance- and kernel-based baselines "
-                "(`knn`, `lof`, `ocsvm`) can differ from PyOD's published tables on datasets with unscaled "
-                "features.")
+        items.append(_scaling_text(baselines, run))
         if any(parse_detector_spec(b)[1] == "ocsvm" for b in baselines):
-            text += (" `ocsvm` is PyOD's libsvm model; its decision function is evaluated with BLAS instead of "
-                     "libsvm's one-pair-at-a-time loop, which gives the same scores (to ~1e-14) in a fraction of "
-                     "the time.")
-        items.append(text)
+            items.append("`ocsvm` is PyOD's libsvm model; its decision function is evaluated with BLAS instead of "
+                         "libsvm's one-pair-at-a-time loop, which gives the same scores (to ~1e-14) in a fraction "
+                         "of the time.")
     if run:
         machine = run.get("machine", {})
-        items.append(f"Command: `{run.get('command', '?')}`.")
-        items.append(
-            f"Run: started {run.get('start', '?')}, ended {run.get('end', '?')}; wall time "
-            f"{_duration(run.get('wall_seconds'))}{_cpu_text(run.get('cpu_seconds'))} for "
-            f"{run.get('cells_run', '?')} cells "
-            f"({run.get('cells_planned', 0) - run.get('cells_todo', 0)} already done were skipped); "
-            f"backend {run.get('backend', '?')} with {run.get('workers', '?')} workers.")
+        invocations = [*run.get("history", []), run]
+        for number, record in enumerate(invocations, 1):
+            items.append(_invocation_text(record, number if len(invocations) > 1 else None))
         items.append(
             f"Machine: {machine.get('cpu_count', '?')} CPUs ({machine.get('processor', '?')}), "
-            f"{machine.get('memory_gb', '?')} GB RAM, {machine.get('platform', '?')}; load average "
-            f"{_load_text(run.get('load_start'))} at start, {_load_text(run.get('load_end'))} at end "
-            "(the machine may be shared).")
+            f"{machine.get('memory_gb', '?')} GB RAM, {machine.get('platform', '?')} (the machine may be shared).")
         versions = run.get("versions", {})
-        items.append("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
-        if run.get("history"):
-            items.append(f"Earlier invocations on this output folder: {len(run['history'])} (see run.json).")
+        items.append("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + "."
+                     + ("" if all(r.get("versions", versions) == versions for r in invocations) else
+                        " Earlier invocations ran other versions (see run.json)."))
     report.add("ul", items)
+
+
+#: what each ``scaling`` value feeds a baseline, for the report
+_SCALING_TEXT = {
+    "standard": "fit-split standardized features, (x - mean) / (std + 1e-5) with the fit split's mean and "
+                "unbiased std (the rule every aeguard detector applies inside its graph)",
+    "minmax": "fit-split min-max scaled features, (x - min) / (max - min) (ADBench's MinMaxScaler; a constant "
+              "column's range is 1)",
+    "none": "the raw features (no scaling)",
+}
+
+
+def _scaling_text(baselines: list[str], run: dict[str, Any]) -> str:
+    """Which input each baseline saw; the scaling belongs to the detector (``scaling``), fitted on the fit split
+    and applied in fit and scoring alike, so a spec label says it whenever it is not the default."""
+    groups: dict[str, list[str]] = {}
+    for spec in baselines:
+        groups.setdefault(baseline_scaling(spec) or "its own preprocessing", []).append(f"`{spec}`")
+    parts = [f"{_SCALING_TEXT.get(k, k)}: {', '.join(v)}" for k, v in groups.items()]
+    chosen = sorted({r.get("baseline_scaling") for r in [*run.get("history", []), run] if r.get("baseline_scaling")})
+    option = f" (`--baseline-scaling {' / '.join(chosen)}`, recorded in run.json)"
+    return ("Baseline input: PyOD baselines run with PyOD's default hyperparameters on " + "; on ".join(parts)
+            + (option if chosen else "") + ". The scaling is part of the detector, fitted on each fit split. PyOD's "
+            "own benchmark script z-scores every split too (StandardScaler: population std, no 1e-5); ADBench "
+            "min-max scales.")
+
+
+def _invocation_text(record: dict[str, Any], number: int | None) -> str:
+    """Command, timing, load and the detectors whose cells one invocation ran (all of them when not recorded)."""
+    ran = record.get("detectors_run", record.get("detectors")) or []
+    scaling = f"; baseline scaling {record['baseline_scaling']}" if record.get("baseline_scaling") else ""
+    return (f"{f'Invocation {number}' if number else 'Run'}: `{record.get('command', '?')}`; started "
+            f"{record.get('start', '?')}, ended {record.get('end', '?')}; wall time "
+            f"{_duration(record.get('wall_seconds'))}{_cpu_text(record.get('cpu_seconds'))} for "
+            f"{record.get('cells_run', '?')} cells of {', '.join(f'`{d}`' for d in ran) or 'no detector'} "
+            f"({record.get('cells_planned', 0) - record.get('cells_todo', 0)} already done were skipped); backend "
+            f"{record.get('backend', '?')} with {record.get('workers', '?')} workers{scaling}; load average "
+            f"{_load_text(record.get('load_start'))} at start, {_load_text(record.get('load_end'))} at end.")
 
 
 def _data_section(report: Report, frame: pd.DataFrame, run: dict[str, Any]) -> None:

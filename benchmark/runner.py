@@ -24,10 +24,21 @@ import numpy as np
 
 from .backends import BACKENDS, run_cells
 from .cells import OK, Cell
-from .protocol import FIT_CAP, TEST_SIZE, parse_detector_list, parse_detector_spec
+from .protocol import (
+    FIT_CAP,
+    SCALING_PARAM,
+    TEST_SIZE,
+    baseline_scaling,
+    is_baseline,
+    parse_detector_list,
+    parse_detector_spec,
+    with_param,
+)
 from .results import ResultsFile
 
 ODDS_SUITE = "odds"
+#: ``--baseline-scaling`` default: the baselines see the fit-split z-score every aeguard detector applies
+BASELINE_SCALING = "standard"
 
 
 @dataclass(frozen=True)
@@ -165,12 +176,37 @@ def expand_detectors(text: str) -> list[str]:
     return specs
 
 
+def apply_baseline_scaling(specs: list[str], scaling: str = BASELINE_SCALING) -> list[str]:
+    """Every baseline spec that declares ``scaling`` and does not set it runs with ``scaling``.
+
+    A value other than the detector's default becomes part of the label (``ocsvm`` -> ``ocsvm(scaling=none)``),
+    so rows fitted on differently scaled features never share a name: reruns with another ``--baseline-scaling``
+    into the same OUT add their own rows (and the report shows both) instead of being skipped as done.
+    """
+    from aeguard.plugins.pyod_baselines import SCALINGS
+
+    if scaling not in SCALINGS:
+        raise ValueError(f"--baseline-scaling must be one of {', '.join(SCALINGS)}, got {scaling!r}")
+    out = []
+    for spec in specs:
+        default = baseline_scaling(spec)
+        explicit = SCALING_PARAM in parse_detector_spec(spec)[2]
+        out.append(with_param(spec, SCALING_PARAM, scaling) if default not in (None, scaling) and not explicit
+                   else spec)
+    return list(dict.fromkeys(out))
+
+
 def run_benchmark(suite: Suite, detectors: list[str], seeds: int, out: Path, workers: int | None = None,
                   backend: str = "loky", scheduler: str | None = None, progress: bool | None = None,
-                  argv: list[str] | None = None) -> RunSummary:
-    """Run every cell of the plan that ``OUT/results.csv`` does not already hold with status ok."""
+                  argv: list[str] | None = None, baseline_scaling: str = BASELINE_SCALING) -> RunSummary:
+    """Run every cell of the plan that ``OUT/results.csv`` does not already hold with status ok.
+
+    ``baseline_scaling`` is applied to the baseline specs (:func:`apply_baseline_scaling`) and recorded in
+    ``OUT/run.json``.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    detectors = apply_baseline_scaling(detectors, baseline_scaling)
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
@@ -179,17 +215,46 @@ def run_benchmark(suite: Suite, detectors: list[str], seeds: int, out: Path, wor
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out):
-        return _run_locked(suite, detectors, seeds, out, cells, workers, backend, scheduler, progress, argv)
+        _refuse_raw_baseline_rows(out)
+        return _run_locked(suite, detectors, seeds, out, cells, workers, backend, scheduler, progress, argv,
+                           baseline_scaling)
+
+
+def records_baseline_scaling(run: dict[str, Any]) -> bool:
+    """Whether a run.json record comes from a version with ``--baseline-scaling``; before it, a bare baseline
+    label (``ocsvm``) meant raw features, now it means the standardized default."""
+    return "baseline_scaling" in run
+
+
+def _refuse_raw_baseline_rows(out: Path) -> None:
+    """An OUT written before ``--baseline-scaling`` holds raw-feature rows under the bare baseline names; adding
+    standardized rows under the same names would mix the two, so such a folder takes no new run."""
+    try:
+        previous = json.loads((out / "run.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    if not isinstance(previous, dict) or records_baseline_scaling(previous):
+        return
+    from .results import read_results
+
+    raw = sorted({r["detector"] for r in read_results(out / "results.csv")
+                  if is_baseline(r["detector"]) and SCALING_PARAM not in parse_detector_spec(r["detector"])[2]})
+    if raw:
+        raise RuntimeError(f"{out} holds rows of {', '.join(raw)} from before --baseline-scaling (fitted on raw "
+                           "features); new rows under the same names would mix with them: use another --out")
 
 
 def _run_locked(suite: Suite, detectors: list[str], seeds: int, out: Path, cells: list[Cell], workers: int,
-                backend: str, scheduler: str | None, progress: bool | None, argv: list[str] | None) -> RunSummary:
+                backend: str, scheduler: str | None, progress: bool | None, argv: list[str] | None,
+                scaling: str) -> RunSummary:
     results = ResultsFile(out / "results.csv")
     kept = results.prepare(retry=[c.key for c in cells])
     done = {(r["dataset"], r["detector"], r["seed"]) for r in kept if r["status"] == OK}
     todo = [c for c in cells if c.key not in done]
 
     record = _run_record(suite, detectors, seeds, workers, backend, scheduler, argv, len(cells), len(todo))
+    record["baseline_scaling"] = scaling
+    record["detectors_run"] = list(dict.fromkeys(c.detector for c in todo))
     _write_run_json(out / "run.json", record, new_invocation=True)  # a killed run leaves its record too
     cpu_start = _cpu_seconds(0.0)
     started = time.perf_counter()

@@ -1,6 +1,8 @@
 """PyOD baselines behind the aeguard contract, so the benchmark and the CLI treat them like any detector.
 
-They run with PyOD's defaults (as in PyOD's published ODDS benchmark) and do not export to ONNX.
+They run with PyOD's default hyperparameters (as in PyOD's published ODDS benchmark) on features scaled with
+fit-set statistics (``scaling``): by default the same z-score every aeguard detector applies inside its graph,
+so a comparison on the same splits gives every detector the same input. They do not export to ONNX yet.
 """
 
 from __future__ import annotations
@@ -30,15 +32,54 @@ def _pca_rank_params(X: np.ndarray, params: dict[str, Any]) -> dict[str, Any]:
     return params if rank >= X.shape[1] else {**params, "n_components": max(rank, 1)}
 
 
+#: ``scaling`` values: fit-set z-score (the spec's rule for every aeguard detector), fit-set min-max (ADBench), raw
+SCALINGS = ("standard", "minmax", "none")
+
+
+def scaling_stats(X: np.ndarray, scaling: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(center, scale)`` of the fit set, float64, so that the model sees ``(X - center) / scale``.
+
+    - ``standard``: mean and unbiased std ``+ 1e-5`` (exactly the rule of ``DeepDetector._standardize_stats`` and
+      the specs' "Data and preprocessing", so baselines and aeguard detectors see the same input);
+    - ``minmax``: min and ``max - min``, a constant column's range replaced by 1, as ADBench's
+      ``MinMaxScaler().fit(X_train)`` (scikit-learn sets a range below ``10 * eps`` to 1); new rows may fall
+      outside [0, 1];
+    - ``none``: 0 and 1 (the raw features, bit for bit).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if scaling == "standard":
+        return X.mean(axis=0), X.std(axis=0, ddof=1) + 1e-5
+    if scaling == "minmax":
+        low = X.min(axis=0)
+        width = X.max(axis=0) - low
+        return low, np.where(width < 10 * np.finfo(np.float64).eps, 1.0, width)
+    return np.zeros(X.shape[1]), np.ones(X.shape[1])
+
+
 class PyODDetector(BaseDetector):
-    """Adapter around one PyOD model; ``params`` are passed to its constructor unchanged."""
+    """Adapter around one PyOD model; ``params`` are passed to its constructor unchanged.
+
+    ``scaling`` (``"standard"``, ``"minmax"`` or ``"none"``; ``None`` means ``"none"``, as a benchmark spec
+    ``scaling=none`` parses) is fitted on the fit set and applied before the model in fit and scoring alike; the
+    statistics are ``center_`` and ``scale_``.
+    """
 
     def __init__(self, algorithm: str = "iforest", params: dict[str, Any] | None = None,
-                 contamination: Any = 0.1, random_state: int | None = None) -> None:
+                 contamination: Any = 0.1, random_state: int | None = None, scaling: str | None = "standard") -> None:
         self.algorithm = algorithm
         self.params = params
         self.contamination = contamination
         self.random_state = random_state
+        self.scaling = scaling
+
+    def _scaling(self) -> str:
+        scaling = "none" if self.scaling is None else self.scaling
+        if scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {', '.join(map(repr, SCALINGS))}, got {self.scaling!r}")
+        return scaling
+
+    def _scaled(self, X: np.ndarray) -> np.ndarray:
+        return (X - self.center_) / self.scale_
 
     def _pyod_class(self) -> type:
         if self.algorithm not in BASELINES:
@@ -47,6 +88,8 @@ class PyODDetector(BaseDetector):
         return getattr(importlib.import_module(module_name), attr)
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
+        self.center_, self.scale_ = scaling_stats(X, self._scaling())
+        X = self._scaled(X)
         cls = self._pyod_class()
         params = dict(self.params or {})
         accepted = inspect.signature(cls.__init__).parameters
@@ -65,6 +108,7 @@ class PyODDetector(BaseDetector):
         self.estimator_ = estimator
 
     def _score(self, X: np.ndarray) -> ScoreOutput:
+        X = self._scaled(X)
         if _is_rbf_ocsvm(self.estimator_):
             return ScoreOutput(-rbf_svm_decision(self.estimator_.detector_, X))
         return ScoreOutput(np.asarray(self.estimator_.decision_function(X), dtype=np.float64))
@@ -105,8 +149,8 @@ def rbf_svm_decision(svm: Any, X: np.ndarray, max_block: int = 4_000_000) -> np.
     """``svm.decision_function(X)`` of a fitted RBF ``sklearn.svm.OneClassSVM``, evaluated with BLAS.
 
     Dense blocks of at most ``max_block`` kernel terms; when a probe shows that almost every term underflows to
-    exactly 0.0 (raw, unscaled features such as ODDS cover), only support vectors within the underflow radius
-    are visited (KD-tree), which gives the same sum.
+    exactly 0.0 (``scaling="none"`` on unscaled features such as ODDS cover), only support vectors within the
+    underflow radius are visited (KD-tree), which gives the same sum.
     """
     sv = np.asarray(svm.support_vectors_, dtype=np.float64)
     center = sv.mean(axis=0)  # distances are translation-invariant; centring limits cancellation below

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from aeguard.benchmark import BASELINES, make_split, parse_detector_list, parse_detector_spec
 from aeguard.benchmark.cells import COLUMNS, OK, Cell, run_cell
+from aeguard.benchmark.protocol import baseline_scaling, with_param
 from aeguard.benchmark.report import build_report, critical_difference, rank_table, wins_ties_losses
 from aeguard.benchmark.results import ResultsFile, read_results
 from aeguard.benchmark.runner import resolve_suite, run_benchmark
@@ -78,6 +79,12 @@ def test_parse_detector_spec_and_list():
     for bad in ("", "ae(", "ae(epochs)", "ae(x=1,x=2)", "a b", "ae)"):
         with pytest.raises(ValueError):
             parse_detector_list(bad)
+    assert with_param("ocsvm", "scaling", "none") == "ocsvm(scaling=none)"
+    assert with_param("knn(n_neighbors=10)", "scaling", "none") == "knn(n_neighbors=10,scaling=none)"
+    with pytest.raises(ValueError, match="already sets 'scaling'"):
+        with_param("knn(scaling=minmax)", "scaling", "none")
+    assert [baseline_scaling(s) for s in ("ocsvm", "ocsvm(scaling=none)", "knn(scaling=minmax)", "ae")] == [
+        "standard", "none", "minmax", None]
 
 
 def test_critical_difference_and_ranks():
@@ -95,7 +102,8 @@ def test_critical_difference_and_ranks():
 
 
 def test_ocsvm_scores_equal_pyods_own(table):
-    """The adapter evaluates OCSVM's decision function with BLAS; it must match PyOD/libsvm to rounding."""
+    """The adapter evaluates OCSVM's decision function with BLAS; it must match PyOD/libsvm to rounding, on raw
+    features and on the fit-split z-score the adapter applies by default."""
     from pyod.models.ocsvm import OCSVM
 
     from aeguard.core import registry
@@ -105,11 +113,57 @@ def test_ocsvm_scores_equal_pyods_own(table):
     rng = np.random.default_rng(0)
     spread = np.vstack([rng.standard_normal((1400, 4)) * 1000, rng.standard_normal((100, 4))])[rng.permutation(1500)]
     for fit, test in ((X[:200], X[200:]), (spread[:900], spread)):
-        ours = registry.create("ocsvm", random_state=0).fit(fit)
-        ref = OCSVM().fit(fit)
-        scale = max(np.abs(ref.decision_scores_).max(), 1.0)
-        assert np.allclose(ours.decision_scores_, ref.decision_scores_, rtol=0, atol=1e-10 * scale)
-        assert np.allclose(ours.decision_function(test), ref.decision_function(test), rtol=0, atol=1e-10 * scale)
+        for scaling in ("none", "standard"):
+            ours = registry.create("ocsvm", random_state=0, scaling=scaling).fit(fit)
+            mean, std = (fit.mean(axis=0), fit.std(axis=0, ddof=1) + 1e-5) if scaling == "standard" else (0.0, 1.0)
+            ref = OCSVM().fit((fit - mean) / std)
+            scale = max(np.abs(ref.decision_scores_).max(), 1.0)
+            assert np.allclose(ours.decision_scores_, ref.decision_scores_, rtol=0, atol=1e-10 * scale)
+            assert np.allclose(ours.decision_function(test), ref.decision_function((test - mean) / std), rtol=0,
+                               atol=1e-10 * scale)
+
+
+def _noise_dominated_table(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Outliers stand out in 4 unit-scale columns; a fifth column of pure noise is 1e4 times wider, so raw
+    distances and kernels see almost only the noise."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((300, 5))
+    y = np.r_[np.zeros(280, dtype=int), np.ones(20, dtype=int)]
+    X[280:, :4] += 4.0
+    X[:, 4] *= 1e4
+    order = rng.permutation(len(X))
+    return X[order], y[order]
+
+
+def test_baseline_scaling_is_fitted_on_the_fit_set_and_applied_when_scoring():
+    from sklearn.metrics import roc_auc_score
+
+    from aeguard.core import registry
+
+    X, y = _noise_dominated_table(0)
+    X = np.column_stack([X, np.full(len(X), 7.0)])  # and a constant column
+    fit, test = X[:200], X[200:]
+    standard = registry.create("knn", random_state=0).fit(fit)  # the default
+    assert standard.scaling == "standard"
+    np.testing.assert_array_equal(standard.center_, fit.mean(axis=0))
+    np.testing.assert_array_equal(standard.scale_, fit.std(axis=0, ddof=1) + 1e-5)
+    minmax = registry.create("knn", random_state=0, scaling="minmax").fit(fit)
+    np.testing.assert_array_equal(minmax.center_, fit.min(axis=0))
+    np.testing.assert_array_equal(minmax.scale_, np.r_[np.ptp(fit[:, :-1], axis=0), 1.0])  # constant: range 1
+    raw = registry.create("knn", random_state=0, scaling=None).fit(fit)  # the spec value `none` parses as None
+    np.testing.assert_array_equal(raw.center_, 0.0)
+
+    from pyod.models.knn import KNN
+
+    for det in (standard, minmax, raw):  # the same model fitted and scored on the scaled rows
+        z = (test - det.center_) / det.scale_
+        ref = KNN().fit((fit - det.center_) / det.scale_)
+        np.testing.assert_allclose(det.decision_function(test), ref.decision_function(z), rtol=1e-12)
+    # knn on raw features sees almost only the noise column; on scaled ones it finds the outliers
+    auc = {d.scaling: roc_auc_score(y[200:], d.decision_function(test)) for d in (standard, minmax, raw)}
+    assert auc["standard"] > 0.9 and auc["minmax"] > 0.9 and auc[None] < 0.7, auc
+    with pytest.raises(ValueError, match="scaling must be one of 'standard', 'minmax', 'none', got 'zscore'"):
+        registry.create("knn", scaling="zscore").fit(fit)
 
 
 # --- cells and the results file ------------------------------------------------------------------------
@@ -228,14 +282,15 @@ def test_a_cell_that_kills_its_worker_is_recorded_and_the_other_cells_finish(sui
             assert row["status"] == OK, row  # cells that shared the broken pool were rerun, not failed
 
 
-def test_pca_keeps_only_components_with_variance_on_rank_deficient_splits(table):
+@pytest.mark.parametrize("scaling", ["standard", "minmax", "none"])
+def test_pca_keeps_only_components_with_variance_on_rank_deficient_splits(table, scaling):
     from aeguard.core import registry
 
     X, _ = table
-    full = registry.create("pca", random_state=0).fit(X)
+    full = registry.create("pca", random_state=0, scaling=scaling).fit(X)
     assert full.estimator_.n_components_ == X.shape[1]  # full rank: PyOD's default, untouched
     X = np.column_stack([X, np.zeros(len(X)), X[:, 0] - 2 * X[:, 1]])  # a constant and a dependent column
-    det = registry.create("pca", random_state=0).fit(X)
+    det = registry.create("pca", random_state=0, scaling=scaling).fit(X)
     assert det.estimator_.n_components_ == X.shape[1] - 2
     assert np.isfinite(det.decision_function(X)).all()
 
@@ -262,6 +317,56 @@ def test_paper_protocol_rows_stay_apart_from_label_free_results(suite_dir, tmp_p
     run_benchmark(resolve_suite(str(suite_dir), names=["alpha"]), ["ecod"], 1, out, workers=1, progress=False)
     build_report(out)
     assert "Label-assisted protocols" in (out / "report.md").read_text()
+
+
+def test_baseline_scaling_option_reaches_the_baselines_is_recorded_and_keys_the_rows(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    from aeguard.core import registry
+
+    folder = tmp_path / "suite"
+    folder.mkdir()
+    X, y = _noise_dominated_table(3)
+    np.savez(folder / "wide.npz", X=X, y=y)
+    out = tmp_path / "out"
+    base = ["benchmark", "--suite", str(folder), "--seeds", "1", "--out", str(out), "--workers", "1",
+            "--no-progress"]
+    raw = CliRunner().invoke(app, [*base, "--detectors", "ocsvm,knn(scaling=minmax),ae(epochs=2)",
+                                   "--baseline-scaling", "none"])
+    assert raw.exit_code == 0, raw.output + repr(raw.exception)
+    again = CliRunner().invoke(app, [*base, "--detectors", "ocsvm"])  # the default: standard
+    assert again.exit_code == 0 and "1 cells run" in again.output, again.output  # not skipped as done
+
+    rows = {r["detector"]: r for r in _rows(out / "results.csv")}
+    assert sorted(rows) == ["ae(epochs=2)", "knn(scaling=minmax)", "ocsvm", "ocsvm(scaling=none)"]
+    X_fit, X_test, _, y_test = make_split(X, y, seed=0)
+    for label, scaling in (("ocsvm", "standard"), ("ocsvm(scaling=none)", "none"), ("knn(scaling=minmax)", "minmax")):
+        det = registry.create(parse_detector_spec(label)[1], random_state=0, scaling=scaling).fit(X_fit)
+        expected = roc_auc_score(y_test, det.decision_function(X_test))
+        assert float(rows[label]["roc_auc"]) == pytest.approx(expected, rel=1e-5), label
+    assert float(rows["ocsvm"]["roc_auc"]) > float(rows["ocsvm(scaling=none)"]["roc_auc"]) + 0.1
+
+    run = json.loads((out / "run.json").read_text())
+    assert run["baseline_scaling"] == "standard" and run["detectors_run"] == ["ocsvm"]
+    assert run["history"][0]["baseline_scaling"] == "none"
+    assert run["history"][0]["detectors"] == ["ocsvm(scaling=none)", "knn(scaling=minmax)", "ae(epochs=2)"]
+    report = (out / "report.md").read_text()
+    assert "`--baseline-scaling none / standard`, recorded in run.json" in report
+    assert "fit-split standardized features" in report
+    assert "the raw features (no scaling): `ocsvm(scaling=none)`" in report
+    assert "Invocation 1: `aeguard" in report and "Invocation 2: `aeguard" in report
+
+
+def test_an_output_folder_from_before_baseline_scaling_takes_no_new_baseline_rows(suite_dir, tmp_path):
+    suite = resolve_suite(str(suite_dir), names=["alpha"])
+    run_benchmark(suite, ["ecod"], 1, tmp_path, workers=1, progress=False)
+    record = json.loads((tmp_path / "run.json").read_text())
+    del record["baseline_scaling"]  # what a run before the option wrote: its `ecod` saw raw features
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    with pytest.raises(RuntimeError, match="rows of ecod from before --baseline-scaling"):
+        run_benchmark(suite, ["ecod", "iforest"], 1, tmp_path, workers=1, progress=False)
+    build_report(tmp_path)
+    assert "`ecod(scaling=none)`" in (tmp_path / "report.md").read_text()  # labelled as it would be today
 
 
 def test_killed_run_resumes_with_only_the_missing_cells(tmp_path):
@@ -359,6 +464,7 @@ def test_odds_suite_lists_missing_datasets(odds_dir):
     (["--datasets", "gamma"], "unknown dataset(s)"),
     (["--backend", "spark"], "unknown backend"),
     (["--seeds", "0"], "--seeds must be at least 1"),
+    (["--baseline-scaling", "zscore"], "--baseline-scaling must be one of standard, minmax, none"),
 ])
 def test_cli_rejects_bad_arguments(suite_dir, tmp_path, args, message):
     result = CliRunner().invoke(app, ["benchmark", "--suite", str(suite_dir), "--detectors", "iforest",
