@@ -62,6 +62,7 @@ class BenchConfig:
     seed: int = 0
     warmup: int | None = None
     duration_s: float | None = None
+    rounds: int = 1
     burst_s: float = 0.0
     access_log: bool = False
 
@@ -266,19 +267,36 @@ def _run(target: Target, plan: Sequence[Request], concurrency: int, duration_s: 
     return runner(drive(host, port, plan, concurrency, duration_s, keep_bodies))
 
 
-def measure(target: Target, plan: Sequence[Request], concurrency: int, rows: int, warmup: int,
-            duration_s: float | None = None) -> dict[str, Any]:
-    """Warm up, then send ``plan`` (or as much of it as ``duration_s`` allows); statistics of the timed part."""
-    if warmup:
-        _run(target, [plan[i % len(plan)] for i in range(warmup)], concurrency)
-    cpu0, client0 = target.cpu_seconds(), _client_cpu()
-    result = _run(target, plan, concurrency, duration_s)
-    cpu1, client1 = target.cpu_seconds(), _client_cpu()
-    stats = summarize_outcomes(result.outcomes, result.wall_s, rows)
-    n = len(result.outcomes)
-    stats["server_cpu_ms_per_request"] = 1000.0 * (cpu1 - cpu0) / n if cpu0 is not None and n else None
-    stats["client_cpu_ms_per_request"] = 1000.0 * (client1 - client0) / n if n else None
-    return stats
+def measure(targets: Sequence[Target], plan: Sequence[Request], concurrency: int, rows: int, warmup: int,
+            duration_s: float | None = None, rounds: int = 1) -> dict[str, dict[str, Any]]:
+    """Warm every target up, then send ``plan`` (or as much of it as ``duration_s`` allows) to each, split
+    into ``rounds`` that alternate between the targets, so that a burst of load from elsewhere on a shared
+    machine hits both alike; statistics of the timed parts, pooled per target."""
+    for target in targets:
+        if warmup:
+            _run(target, [plan[i % len(plan)] for i in range(warmup)], concurrency)
+    pooled: dict[str, dict[str, Any]] = {t.name: {"outcomes": [], "wall": 0.0, "cpu": 0.0, "client": 0.0}
+                                         for t in targets}
+    share = max(1, len(plan) // rounds)
+    for r in range(rounds):
+        part = plan[r * share:(r + 1) * share] if rounds > 1 else plan
+        for target in (targets if r % 2 == 0 else targets[::-1]):
+            cpu0, client0 = target.cpu_seconds(), _client_cpu()
+            result = _run(target, part, concurrency, duration_s / rounds if duration_s else None)
+            cpu1, client1 = target.cpu_seconds(), _client_cpu()
+            acc = pooled[target.name]
+            acc["outcomes"] += result.outcomes
+            acc["wall"] += result.wall_s
+            acc["cpu"] = None if cpu0 is None or acc["cpu"] is None else acc["cpu"] + cpu1 - cpu0
+            acc["client"] += client1 - client0
+    out = {}
+    for name, acc in pooled.items():
+        stats = summarize_outcomes(acc["outcomes"], acc["wall"], rows)
+        n = len(acc["outcomes"])
+        stats["server_cpu_ms_per_request"] = 1000.0 * acc["cpu"] / n if acc["cpu"] is not None and n else None
+        stats["client_cpu_ms_per_request"] = 1000.0 * acc["client"] / n if n else None
+        out[name] = stats
+    return out
 
 
 def _client_cpu() -> float:
@@ -394,8 +412,8 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = print) -> list[d
             warm = config.warmup if config.warmup is not None else max(20, 2 * C)
             log(f"[{index + 1}/{len(cells)}] {kind}, R={R}, C={C}: {len(plan)} requests"
                 + (f" or {config.duration_s:g} s" if config.duration_s else "") + f" per server after {warm} warm-up")
-            order = targets if index % 2 == 0 else targets[::-1]  # alternate who goes first
-            stats = {t.name: measure(t, plan, C, R, warm, config.duration_s) for t in order}
+            stats = measure(targets if index % 2 == 0 else targets[::-1], plan, C, R, warm, config.duration_s,
+                            config.rounds)
             if R not in raw_cache:
                 raw_cache[R] = raw_rows_per_s(model, sample_rows(model.manifest, R, np.random.default_rng(R)))
             agree = scores_agree(targets, next(p for p in plan if p.kind == "good"), kind == "arrow") \

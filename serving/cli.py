@@ -136,6 +136,8 @@ def bench_serve(
                                                        "values, arrow (Arrow in and out), npy."),
     duration: float = typer.Option(None, "--duration", min=0.1, help="Stop each measurement after this many "
                                                                      "seconds (or --requests, if sooner)."),
+    rounds: int = typer.Option(1, "--rounds", min=1, help="Split each measurement into rounds that alternate "
+                                                          "between the servers (evens out load from elsewhere)."),
     url: str = typer.Option(None, "--url", help="Target a running aeguard server instead of starting one."),
     reference: bool = typer.Option(None, "--reference/--no-reference",
                                    help="Also measure the plain-Starlette reference endpoint on the same artifact "
@@ -169,7 +171,8 @@ def bench_serve(
                          rows_per_request=_int_list(rows_per_request, "--rows-per-request"), bodies=bodies, url=url,
                          reference=reference, reference_url=reference_url, workers=workers,
                          bad_fraction=bad_fraction, max_rows=max_rows, max_body_bytes=max_body_bytes,
-                         api_key=api_key, seed=seed, duration_s=duration, burst_s=burst_seconds)
+                         api_key=api_key, seed=seed, duration_s=duration, rounds=rounds,
+                         burst_s=burst_seconds)
     results = run_bench(config, log=lambda msg: err_console.print(msg, highlight=False))
     table = Table("body", "R", "C", "rows/s", "req/s", "p50 ms", "p99 ms", "errors", "5xx", "(a)/(b) rows",
                   "served/raw", "CPU (a)/(b)", title=f"bench-serve {artifact}")

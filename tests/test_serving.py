@@ -25,7 +25,7 @@ pytest.importorskip("bentoml")
 httpx = pytest.importorskip("httpx")
 
 from aeguard.core.artifact import load_artifact  # noqa: E402
-from aeguard.serving.bench import LocalServer  # noqa: E402
+from aeguard.serving.bench import LocalServer, reference_command  # noqa: E402
 from conftest import fast_params, make_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,10 +37,10 @@ OFFLINE = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:
            "https_proxy": "http://127.0.0.1:9", "PIP_NO_INDEX": "1", "UV_OFFLINE": "1", "NO_PROXY": "127.0.0.1"}
 
 
-def _fit(frame: pd.DataFrame, path: Path, seed: int) -> Path:
+def _fit(frame: pd.DataFrame, path: Path, seed: int, name: str = "ae") -> Path:
     from aeguard.core import registry
 
-    record = registry.get("ae")
+    record = registry.get(name)
     detector = record.create(**fast_params(record.cls), random_state=seed)
     detector.fit(frame)
     return detector.save_artifact(path)
@@ -55,7 +55,8 @@ def arts(tmp_path_factory, table_frame):
     csv = root / "data.csv"
     frame.to_csv(csv, index=False)
     return SimpleNamespace(main=_fit(frame, root / "main-ae", 0), narrow=_fit(narrow_frame, root / "narrow-ae", 1),
-                           frame=frame, narrow_frame=narrow_frame, csv=csv, root=root)
+                           apre=_fit(frame, root / "apre", 2, "apre"), frame=frame, narrow_frame=narrow_frame,
+                           csv=csv, root=root)
 
 
 def _gone(server: LocalServer) -> bool:
@@ -68,7 +69,7 @@ def _gone(server: LocalServer) -> bool:
 
 @pytest.fixture(scope="session")
 def server(arts):
-    srv = LocalServer([f"main={arts.main}", f"narrow={arts.narrow}"],
+    srv = LocalServer([f"main={arts.main}", f"narrow={arts.narrow}", f"apre={arts.apre}"],
                       extra_args=["--max-rows", str(MAX_ROWS), "--max-body-bytes", str(MAX_BODY)])
     try:
         srv.wait_ready()
@@ -92,6 +93,32 @@ def score(client, **body):
     response = client.post("/score", json=body)
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def arrow_bytes(frame: pd.DataFrame) -> bytes:
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def npy_bytes(array: np.ndarray, allow_pickle: bool = False) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=allow_pickle)
+    return buf.getvalue()
+
+
+def read_arrow(body: bytes):
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(pa.py_buffer(body)).read_all()
+
+
+ARROW = "application/vnd.apache.arrow.stream"
+NPY = "application/x-npy"
 
 
 def cli_scores(artifact: Path, csv: Path) -> pd.DataFrame:
@@ -150,6 +177,72 @@ def test_explain_and_threshold_overrides(client, arts):
     assert response.status_code == 200, response.text
     assert [r["label"] for r in response.json()["results"]] == [r["label"] for r in by_value["results"]]
     assert "contributions" in response.json()["results"][0]
+
+
+def test_body_forms_agree(client, arts):
+    """records, value lists, columns, features + values (any order), Arrow and .npy give the same scores."""
+    frame = arts.frame.iloc[:60]
+    base = [r["score"] for r in score(client, rows=records(frame))["results"]]
+    names = list(frame.columns)
+    shuffled = names[::-1]
+    got = score(client, features=shuffled, values=frame[shuffled].to_numpy().tolist())
+    assert [r["score"] for r in got["results"]] == base
+    for content, ctype in ((arrow_bytes(frame[shuffled]), ARROW), (npy_bytes(frame.to_numpy()), NPY),
+                           (npy_bytes(frame.to_numpy(np.float32)), NPY)):
+        response = client.post("/score", content=content, headers={"content-type": ctype})
+        assert response.status_code == 200, response.text
+        np.testing.assert_allclose([r["score"] for r in response.json()["results"]], base, rtol=1e-6)
+    # Arrow both ways, options in the query string
+    response = client.post("/score?explain=true&threshold=5.5", content=arrow_bytes(frame),
+                           headers={"content-type": ARROW, "accept": ARROW})
+    assert response.status_code == 200 and response.headers["content-type"] == ARROW
+    table = read_arrow(response.content)
+    assert table.column_names[:3] == ["score", "label", "probability"]
+    assert [f"contributions.{n}" for n in names] == table.column_names[3:]
+    np.testing.assert_allclose(table.column("score").to_numpy(), base, rtol=1e-6)
+    assert table.column("label").to_pylist() == (np.asarray(base) > 5.5).astype(int).tolist()
+    assert float(table.schema.metadata[b"threshold"]) == 5.5 and table.schema.metadata[b"model"] == b"main"
+    # a JSON body may take its options from the query string too
+    by_query = client.post("/score?model=narrow", json={"rows": records(arts.narrow_frame.iloc[:3])}).json()
+    assert by_query["model"] == "narrow" and len(by_query["results"]) == 3
+
+
+def test_components_over_http(client, arts):
+    """apre's named outputs (error, uncertainty, shift_norm) with "components": true, as in-process scoring."""
+    frame = arts.frame.iloc[:25]
+    expected = load_artifact(arts.apre).score(frame).components
+    assert set(expected) == {"error", "uncertainty", "shift_norm"}
+    got = score(client, rows=records(frame), model="apre", components=True)
+    comps = pd.DataFrame([r["components"] for r in got["results"]])
+    assert sorted(comps.columns) == sorted(expected)
+    for name, values in expected.items():
+        np.testing.assert_allclose(comps[name], values, rtol=1e-5)
+    assert "components" not in score(client, rows=records(frame), model="apre")["results"][0]
+    both = score(client, rows=records(frame.iloc[:2]), model="apre", components=True, explain=True)["results"][0]
+    assert set(both) == {"score", "label", "probability", "contributions", "components"}
+    # a detector without components answers an empty object
+    assert score(client, rows=records(frame.iloc[:1]), components=True)["results"][0]["components"] == {}
+    response = client.post("/score?model=apre&components=true", content=arrow_bytes(frame),
+                           headers={"content-type": ARROW, "accept": ARROW})
+    table = read_arrow(response.content)
+    for name, values in expected.items():
+        np.testing.assert_allclose(table.column(f"components.{name}").to_numpy(), values, rtol=1e-5)
+    form = {"components": "true", "model": "apre"}
+    csv = client.post("/score_csv", data=form, files={"file": ("x.csv", frame.to_csv(index=False), "text/csv")})
+    assert csv.status_code == 200, csv.text
+    assert csv.json()["results"][0]["components"] == got["results"][0]["components"]
+
+
+def test_openapi_schema_documents_bodies_components_and_query_options(client):
+    spec = client.get("/docs.json").json()
+    operation = spec["paths"]["/score"]["post"]
+    assert {"application/json", ARROW, NPY} <= set(operation["requestBody"]["content"])
+    assert ARROW in operation["responses"]["200"]["content"]
+    assert {p["name"] for p in operation["parameters"]} == {"explain", "components", "threshold", "contamination",
+                                                            "model"}
+    assert "components" in spec["components"]["schemas"]["ScoreResult"]["properties"]
+    request = operation["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert {"rows", "columns", "features", "values", "components"} <= set(request)
 
 
 def test_concurrent_requests_to_two_models_keep_rows_in_order(server, arts):
@@ -226,6 +319,18 @@ BAD_JSON = [
     ("two thresholds", lambda a: {"rows": [_row(a)], "threshold": 1.0, "contamination": 0.1}, 400, "not both"),
     ("contamination out of range", lambda a: {"rows": [_row(a)], "contamination": 0.9}, 400, "contamination:"),
     ("not an object", lambda a: [1, 2], 400, "Input should be an object"),
+    ("boolean in a value list", lambda a: {"rows": [[1.0] * 5 + [True]]}, 400, "rows[0][5]: Input should be"),
+    ("boolean deep in a large batch", lambda a: {"rows": [[1.0] * 6] * 300 + [[0.0] * 5 + [False]]}, 400,
+     "rows[300][5]"),
+    ("nested list in a row", lambda a: {"rows": [[[1.0]] * 6]}, 400, "rows[0][0]"),
+    ("string in columns", lambda a: {"columns": {**{c: [1.0] for c in a.frame.columns}, "sensor_1": ["x"]}}, 400,
+     "columns.sensor_1[0]"),
+    ("features without values", lambda a: {"features": list(a.frame.columns)}, 400, "'features' needs 'values'"),
+    ("values of the wrong width", lambda a: {"features": list(a.frame.columns), "values": [[1.0]]}, 400,
+     "values[0] has 1 values, expected 6"),
+    ("unknown feature in features", lambda a: {"features": [*a.frame.columns[:-1], "zz"], "values": [[1.0] * 6]},
+     400, "unknown feature(s) ['zz']"),
+    ("explain not a boolean", lambda a: {"rows": [_row(a)], "explain": "yes"}, 400, "explain: Input should be"),
 ]
 
 BAD_RAW = [
@@ -237,6 +342,16 @@ BAD_RAW = [
     ("body too large", b'{"rows": [' + b" " * MAX_BODY + b"]}", "application/json", 413, f"limit of {MAX_BODY} bytes"),
     ("form body", b"rows=1", "application/x-www-form-urlencoded", 415, "Content-Type: application/json"),
     ("multipart to /score", b"--x\r\n", "multipart/form-data; boundary=x", 415, "application/json"),
+    ("malformed Arrow", b"not arrow", ARROW, 400, "malformed Arrow IPC stream"),
+    ("empty Arrow", b"", ARROW, 400, "empty Arrow body"),
+    ("malformed .npy", b"\x93NUMPY garbage", NPY, 400, "malformed .npy body"),
+    (".npy of the wrong width", npy_bytes(np.ones((2, 5))), NPY, 400, ".npy array has 5 columns, expected 6"),
+    (".npy 1-D", npy_bytes(np.ones(6)), NPY, 400, "expected 2-D"),
+    (".npy of strings", npy_bytes(np.array([["a"] * 6])), NPY, 400, "every feature must be a number"),
+    (".npy with a pickle", npy_bytes(np.array([None] * 6, dtype=object).reshape(1, 6), allow_pickle=True), NPY, 400,
+     "malformed .npy body"),
+    (".npy with NaN", npy_bytes(np.full((1, 6), np.nan)), NPY, 400, "NaN in row 0, feature 'sensor_0'"),
+    (".npy too large", b"\x00" * (MAX_BODY + 1), NPY, 413, f"limit of {MAX_BODY} bytes"),
 ]
 
 
@@ -256,6 +371,30 @@ def test_bad_json_input(client, arts, case):
 def test_bad_raw_input(client, case):
     _, body, ctype, status, message = case
     _assert_client_error(client.post("/score", content=body, headers={"content-type": ctype}), status, message)
+
+
+def test_bad_binary_and_query_input(client, arts):
+    frame = arts.frame.iloc[:3]
+    cases = [
+        (arrow_bytes(frame.drop(columns="sensor_4")), "", 400, "Arrow columns: missing feature(s) ['sensor_4']"),
+        (arrow_bytes(frame.assign(extra=1.0)), "", 400, "unknown feature(s) ['extra']"),
+        (arrow_bytes(frame.astype({"sensor_1": str})), "", 400, "Arrow column 'sensor_1' has type "),
+        (arrow_bytes(frame.astype({"sensor_1": bool})), "", 400, "Arrow column 'sensor_1' has type bool"),
+        (arrow_bytes(frame.assign(sensor_2=[1.0, None, 2.0])), "", 400, "null in row 1, feature 'sensor_2'"),
+        (arrow_bytes(pd.concat([frame] * (MAX_ROWS // 3 + 1))), "", 413, f"limit of {MAX_ROWS} rows"),
+        (arrow_bytes(frame), "?bogus=1", 400, "unknown query parameter 'bogus'"),
+        (arrow_bytes(frame), "?explain=maybe", 400, "explain: Input should be a valid boolean"),
+        (arrow_bytes(frame), "?threshold=abc", 400, "threshold: Input should be a valid number"),
+        (arrow_bytes(frame), "?contamination=0.9", 400, "contamination:"),
+        (arrow_bytes(frame), "?model=nope", 400, "unknown model 'nope'"),
+        (arrow_bytes(frame), "?threshold=1&threshold=2", 400, "given twice"),
+        (arrow_bytes(frame), "?threshold=1&contamination=0.1", 400, "not both"),
+    ]
+    for content, query, status, message in cases:
+        _assert_client_error(client.post(f"/score{query}", content=content, headers={"content-type": ARROW}), status,
+                             message)
+    response = client.post("/score?explain=true", json={"rows": [_row(arts)], "explain": False})
+    _assert_client_error(response, 400, "given twice")
 
 
 def test_bad_csv_uploads(client, arts):
@@ -307,8 +446,34 @@ def test_mixed_soak_with_bench_serve(server, arts, tmp_path):
     assert counts["200"] == 150 and sum(v for k, v in counts.items() if k.startswith("4")) == 150
     assert {"413", "415", "400"} <= set(counts)
     assert result["rows_per_s"] > 0 and result["raw_rows_per_s"] > 0 and 0 < result["served_to_raw"]
+    assert "reference" not in result  # --url and bad input: no reference run
     with httpx.Client(base_url=server.url) as c:
         assert c.get("/readyz").status_code == 200
+
+
+def test_bench_serve_against_the_reference_endpoint(server, arts, tmp_path):
+    """The reference endpoint answers the same scores; bench-serve reports both side by side, as ratios."""
+    ref = LocalServer([], command=reference_command(str(arts.main)))
+    try:
+        ref.wait_ready()
+        out, report = tmp_path / "bench.jsonl", tmp_path / "bench.md"
+        proc = subprocess.run([*CLI, "bench-serve", str(arts.main), "--url", server.url, "--reference-url", ref.url,
+                               "--requests", "60", "--concurrency", "1,3", "--rows-per-request", "5",
+                               "--body", "records,columns,values,arrow,npy", "--rounds", "2", "-o", str(out),
+                               "--report", str(report)], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        results = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [(r["body"], r["concurrency"]) for r in results] == [
+            (b, c) for b in ("records", "columns", "values", "arrow", "npy") for c in (1, 3)]
+        for r in results:
+            assert r["scores_agree"] is True and r["errors"] == 0 and r["reference"]["errors"] == 0
+            assert r["requests"] == 60 and r["reference"]["requests"] == 60
+            assert r["rows_ratio"] > 0 and r["served_to_raw"] > 0 and r["reference_served_to_raw"] > 0
+        table = report.read_text()
+        assert table.startswith("| body | R | C | aeguard rows/s") and table.count("\n| records | 5 |") == 2
+    finally:
+        ref.stop()
+    assert _gone(ref)
 
 
 def test_schemathesis_finds_no_server_error(server, tmp_path):
@@ -419,8 +584,9 @@ def test_bento_builds_offline(arts, store_env, tmp_path):
 
 
 def test_service_and_cli_import_no_torch():
-    code = ("import sys, aeguard.serving.service, aeguard.serving.cli; "
-            "bad = [m for m in ('torch', 'pytorch_lightning') if m in sys.modules]; assert not bad, bad")
+    code = ("import sys, aeguard.serving.service, aeguard.serving.cli, aeguard.serving.reference, "
+            "aeguard.serving.bench; bad = [m for m in ('torch', 'pytorch_lightning') if m in sys.modules]; "
+            "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "AEGUARD_ARTIFACTS": ""})
     code = ("import sys, aeguard.serving.cli; "
             "bad = [m for m in ('torch', 'bentoml', 'httpx', 'onnxruntime') if m in sys.modules]; assert not bad, bad")
@@ -455,3 +621,61 @@ def test_settings_and_helpers():
         matrix_from_rows([[1.0, 2.0]] * 3, names, 2)
     assert err.value.status == 413
 
+
+
+def test_new_settings():
+    from aeguard.serving.settings import Settings
+
+    s = Settings.from_env({})
+    assert (s.batch_wait_ms, s.ort_threads, s.ort_spinning, s.tracing) == (0.0, 1, False, False)
+    s = Settings.from_env({"AEGUARD_BATCH_WAIT_MS": "2.5", "AEGUARD_ORT_THREADS": "0", "AEGUARD_ORT_SPINNING": "1",
+                           "AEGUARD_TRACING": "true"})
+    assert (s.batch_wait_ms, s.ort_threads, s.ort_spinning, s.tracing) == (2.5, 0, True, True)
+    for env, message in (({"AEGUARD_BATCH_WAIT_MS": "-1"}, "AEGUARD_BATCH_WAIT_MS must be a finite number"),
+                         ({"AEGUARD_ORT_SPINNING": "maybe"}, "AEGUARD_ORT_SPINNING must be 0 or 1")):
+        with pytest.raises(ValueError, match=message):
+            Settings.from_env(env)
+
+
+def test_micro_batcher_joins_concurrent_requests_with_a_fixed_wait(arts):
+    """With AEGUARD_BATCH_WAIT_MS > 0, concurrent requests for one model share one onnxruntime call and each
+    gets exactly its own rows back; a full batch runs without waiting."""
+    from aeguard.serving.inputs import Options
+    from aeguard.serving.scoring import Scorer
+    from aeguard.serving.settings import Settings
+    from aeguard.serving.store import load_models
+
+    models = load_models([f"main={arts.main}"])
+    scorer = Scorer(models, Settings(batch_wait_ms=50.0, max_batch_rows=64))
+    X = arts.frame.to_numpy()
+    parts = [X[i:i + n] for i, n in ((0, 3), (3, 1), (4, 7), (11, 2))]
+
+    async def run(chunks):
+        return await asyncio.gather(*(scorer.score(c, models[0], Options()) for c in chunks))
+
+    scored = asyncio.run(run(parts))
+    batcher = scorer.batchers["main"]
+    assert (batcher.batches, batcher.batched_rows) == (1, 13)
+    for part, res in zip(parts, scored):
+        np.testing.assert_allclose(res.outputs["score"], models[0].artifact.run(part)["score"], rtol=1e-6)
+    start = asyncio.run(asyncio.wait_for(run([X[:40], X[40:70]]), timeout=10))
+    assert batcher.batches == 2 and [len(r.outputs["score"]) for r in start] == [40, 30]
+    assert scorer.describe()["batches"]["main"] == {"batches": 2, "rows": 83}
+
+
+def test_integer_components_stay_integers(arts):
+    """A predicted class (an integer graph output) is a JSON integer and an Arrow integer column."""
+    from aeguard.serving.inputs import Options
+    from aeguard.serving.scoring import Scored, arrow_response, json_response
+    from aeguard.serving.store import load_models
+
+    model = load_models([f"apre={arts.apre}"])[0]
+    outputs = model.artifact.run(arts.frame.to_numpy()[:4])
+    outputs["class"] = np.array([0, 2, 1, 2], dtype=np.int64)
+    scored = Scored(model, outputs, 1.0, Options(components=True))
+    results = json.loads(json_response(scored))["results"]
+    assert [r["components"]["class"] for r in results] == [0, 2, 1, 2]
+    assert all(type(r["components"]["class"]) is int and type(r["components"]["error"]) is float for r in results)
+    table = read_arrow(arrow_response(scored))
+    assert str(table.schema.field("components.class").type) == "int64"
+    assert table.column("components.class").to_pylist() == [0, 2, 1, 2]
