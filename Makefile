@@ -79,14 +79,22 @@ bento: $(VENV)/.test-installed $(SERVE_ARTIFACT)
 	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist . || $(PY) -m pip wheel -q --no-deps -w dist .
 	$(BENTO_ENV) $(VENV)/bin/bentoml build .
 
-# the load-benchmark table of docs/serving.md (appends JSON lines to $(BENCH_OUT))
+# the load-benchmark tables of docs/serving.md: the service against the plain-Starlette reference endpoint,
+# side by side (JSON lines appended to $(BENCH_OUT), Markdown tables in runs/serving-bench*.md); the machine's
+# load average is printed before and after, and recorded in every result line
+BENCH_DURATION ?= 6
 bench-serve: $(VENV)/.test-installed $(SERVE_ARTIFACT)
 	@mkdir -p $(dir $(BENCH_OUT))
-	for R in 1 256; do for C in 1 16; do \
-		$(VENV)/bin/aeguard bench-serve $(SERVE_ARTIFACT) --requests 1000 --concurrency $$C --rows-per-request $$R \
-			-o $(BENCH_OUT) || exit 1; done; done
+	@uptime
+	$(VENV)/bin/aeguard bench-serve $(SERVE_ARTIFACT) --body records,columns,arrow --rows-per-request 1,256,4096 \
+		--concurrency 1,8 --requests 1000000 --duration $(BENCH_DURATION) --rounds 3 --burst-seconds 10 \
+		-o $(BENCH_OUT) --report runs/serving-bench.md
+	$(VENV)/bin/aeguard bench-serve $(SERVE_ARTIFACT) --workers 2 --body records,arrow --rows-per-request 256,4096 \
+		--concurrency 8 --requests 1000000 --duration $(BENCH_DURATION) --rounds 3 \
+		-o $(BENCH_OUT) --report runs/serving-bench-2workers.md
 	$(VENV)/bin/aeguard bench-serve $(SERVE_ARTIFACT) --requests 10000 --concurrency 16 --rows-per-request 16 \
 		--bad-fraction 0.5 --max-rows 100 --max-body-bytes 262144 -o $(BENCH_OUT)
+	@uptime
 
 test-serving: $(VENV)/.test-installed
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_serving.py

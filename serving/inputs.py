@@ -384,7 +384,7 @@ def matrix_from_npy(body: bytes, names: Sequence[str], max_rows: int) -> np.ndar
         raise RequestError(f".npy array has {arr.shape[1]} columns, expected {len(names)} (the features "
                            f"{_preview(names)}, in that order)")
     _check_rows_limit(arr.shape[0], max_rows)
-    return _finite(arr.astype(np.float64, copy=False), names)
+    return _finite(arr if arr.dtype == np.float32 else arr.astype(np.float64, copy=False), names)
 
 
 def matrix_from_arrow(body: bytes, names: Sequence[str], max_rows: int) -> np.ndarray:
@@ -402,11 +402,14 @@ def matrix_from_arrow(body: bytes, names: Sequence[str], max_rows: int) -> np.nd
     if problem:
         raise RequestError(f"Arrow columns: {problem} (expected the {len(names)} features {_preview(names)})")
     _check_rows_limit(table.num_rows, max_rows)
-    X = np.empty((table.num_rows, len(names)), dtype=np.float64)
-    for j, name in enumerate(names):
-        column = table.column(name)
+    columns = [table.column(name) for name in names]
+    for name, column in zip(names, columns):
         if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
             raise RequestError(f"Arrow column {name!r} has type {column.type}: every feature must be a number")
+    # float32 columns (what the graphs compute in) stay float32: no widening copy
+    dtype = np.float32 if all(c.type == pa.float32() for c in columns) else np.float64
+    X = np.empty((table.num_rows, len(names)), dtype=dtype)
+    for j, (name, column) in enumerate(zip(names, columns)):
         if column.null_count:
             row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
             raise RequestError(f"null in row {row}, feature {name!r}: impute or drop it before scoring")
@@ -433,8 +436,9 @@ def matrix_from_csv(path: str | Path, names: Sequence[str], max_rows: int) -> np
 
 
 def _finite(X: np.ndarray, names: Sequence[str]) -> np.ndarray:
-    """Finite and within float32, which the graphs compute in. One reduction decides (the max of ``|X|``
-    is NaN when any cell is); only a batch that fails it goes through core's check for the message."""
+    """Finite and within float32, which the graphs compute in (float32 input stays float32, anything else
+    becomes float64). One reduction decides (the max of ``|X|`` is NaN when any cell is); only a batch that
+    fails it goes through core's check for the message."""
     if X.size and np.abs(X).max() <= F32_MAX:
         return np.ascontiguousarray(X)
     try:
