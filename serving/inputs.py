@@ -402,19 +402,21 @@ def matrix_from_arrow(body: bytes, names: Sequence[str], max_rows: int) -> np.nd
     if problem:
         raise RequestError(f"Arrow columns: {problem} (expected the {len(names)} features {_preview(names)})")
     _check_rows_limit(table.num_rows, max_rows)
-    columns = [table.column(name) for name in names]
-    for name, column in zip(names, columns):
-        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
-            raise RequestError(f"Arrow column {name!r} has type {column.type}: every feature must be a number")
-    # float32 columns (what the graphs compute in) stay float32: no widening copy
-    dtype = np.float32 if all(c.type == pa.float32() for c in columns) else np.float64
-    X = np.empty((table.num_rows, len(names)), dtype=dtype)
-    for j, (name, column) in enumerate(zip(names, columns)):
-        if column.null_count:
-            row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
-            raise RequestError(f"null in row {row}, feature {name!r}: impute or drop it before scoring")
-        X[:, j] = column.to_numpy()
-    return _finite(X, names)
+    for field in table.schema:
+        if not (pa.types.is_integer(field.type) or pa.types.is_floating(field.type)):
+            raise RequestError(f"Arrow column {field.name!r} has type {field.type}: every feature must be a number")
+    # one row-major copy in feature order (float32 columns stay float32); nulls become NaN here
+    batch = table.select(list(names)).combine_chunks().to_batches()[0]
+    X = np.asarray(batch.to_tensor(null_to_nan=True, row_major=True))
+    try:
+        return _finite(X, names)
+    except RequestError:
+        for name in names:  # a null is named as such, not as the NaN it became
+            column = table.column(name)
+            if column.null_count:
+                row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+                raise RequestError(f"null in row {row}, feature {name!r}: impute or drop it before scoring") from None
+        raise
 
 
 def matrix_from_csv(path: str | Path, names: Sequence[str], max_rows: int) -> np.ndarray:

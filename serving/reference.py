@@ -30,8 +30,8 @@ def _matrix(body: bytes, media: str, names: list[str]) -> np.ndarray:
     if media == ARROW_MEDIA:
         import pyarrow as pa
 
-        table = pa.ipc.open_stream(pa.py_buffer(body)).read_all()
-        return np.column_stack([table.column(n).to_numpy() for n in names])
+        table = pa.ipc.open_stream(pa.py_buffer(body)).read_all().select(names).combine_chunks()
+        return np.asarray(table.to_batches()[0].to_tensor(row_major=True))
     if media == NPY_MEDIA:
         return np.load(io.BytesIO(body), allow_pickle=False)
     obj = orjson.loads(body)
