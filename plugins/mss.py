@@ -35,12 +35,11 @@ import torch
 from torch import nn
 
 from aeguard.core.base import ScoreOutput
+from aeguard.core.reference import ReferenceDraw, draw_reference, max_reference_rows
 
 #: the mean-shift hyperparameters every MSS-enabled detector accepts, with their label-free defaults
 MSS_PARAMS: dict[str, Any] = {"mss": True, "mss_k": None, "mss_m": 1, "mss_max_ref": 10000, "mss_cap_k": "same"}
 
-#: README cap on one graph constant (a reference level is n_ref x d float32)
-MAX_CONSTANT_BYTES = 32 << 20
 
 #: rows of a scoring batch times reference rows kept in one in-graph distance matrix (float32: 256 MiB)
 GRAPH_CELLS = 1 << 26
@@ -170,6 +169,7 @@ class MeanShiftFit:
     ref_rows: np.ndarray | None
     fit_targets: np.ndarray
     seconds: dict[str, float] = field(default_factory=dict)
+    draw: ReferenceDraw | None = None
     _index: list[Any] | None = field(default=None, repr=False)
 
     @property
@@ -197,13 +197,13 @@ class MeanShiftFit:
         d = self.refs[0].shape[1]
         return {"k": self.k, "k_ref": self.k_ref, "m": self.m, "n_fit": self.n_fit, "n_ref": self.n_ref,
                 "capped": self.ref_rows is not None, "constant_bytes": int(self.m * self.n_ref * (d + 1) * 4),
-                "max_batch_rows": self.batch_rows(), "seconds": {k: round(v, 4) for k, v in self.seconds.items()}}
+                "max_batch_rows": self.batch_rows(), "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+                **({"reference": self.draw.manifest()} if self.draw is not None else {})}
 
 
 def max_ref_rows(n_features: int, max_ref: int | None) -> int:
-    """Reference rows kept: ``max_ref`` and at most :data:`MAX_CONSTANT_BYTES` per float32 level constant."""
-    by_bytes = max(2, MAX_CONSTANT_BYTES // (4 * max(1, n_features)))
-    return int(by_bytes if max_ref is None else min(max_ref, by_bytes))
+    """Reference rows kept: ``max_ref`` and at most 32 MiB (``core.reference``) per float32 level constant."""
+    return max_reference_rows(n_features, max_ref)
 
 
 def fit_mean_shift(z_fit: np.ndarray, k: int | None = None, m: int = 1, max_ref: int | None = 10000,
@@ -223,20 +223,18 @@ def fit_mean_shift(z_fit: np.ndarray, k: int | None = None, m: int = 1, max_ref:
     k_fit = int(min(default_k(n_fit) if k is None else k, n_fit - 1))
     levels = shift_fit_set(z_fit, k_fit, m)
     t_shift, cpu_shift = time.perf_counter() - started, time.process_time() - cpu_started
-    cap = max_ref_rows(z_fit.shape[1], max_ref)
-    capped = n_fit > cap
-    rows = np.sort(np.random.default_rng(seed).choice(n_fit, cap, replace=False)) if capped else None
-    refs = [lvl if rows is None else lvl[rows] for lvl in levels[:m]]
+    draw = draw_reference(n_fit, z_fit.shape[1], cap_rows=max_ref, seed=seed)
+    capped, rows = draw.capped, draw.rows
+    refs = [draw.take(lvl) for lvl in levels[:m]]
     n_ref = len(refs[0])
     k_ref = k_fit if (not capped or cap_k == "same") else max(2, round(k_fit * n_ref / n_fit))
     k_ref = int(min(k_ref, n_ref))  # k - 1 <= n_ref (and k - 1 <= n_ref - 1 for leave-own-row-out)
     fit = MeanShiftFit(k=k_fit, k_ref=k_ref, m=m, n_fit=n_fit, refs=[r.astype(np.float32) for r in refs],
-                       ref_rows=rows, fit_targets=levels[m].astype(np.float32))
+                       ref_rows=rows, fit_targets=levels[m].astype(np.float32), draw=draw)
     if capped:
         # Threshold scores through the served path: every fit point is shifted as a new point, a point that is
         # itself a reference row leaving that row out (otherwise it would be its own nearest neighbour).
-        own = np.full(n_fit, -1, dtype=np.int64)
-        own[rows] = np.arange(n_ref)
+        own = draw.own_rows()
         fit.fit_targets = shift_points(z_fit, fit.refs, k_ref, own_rows=own, index=fit.index()).astype(np.float32)
     fit.seconds = {"fit_shift": t_shift, "total": time.perf_counter() - started, "fit_shift_cpu": cpu_shift,
                    "total_cpu": time.process_time() - cpu_started}
