@@ -16,6 +16,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.exceptions import NotFittedError
 
 from aeguard.core import thresholds as th
+from aeguard.core.params import check_params
 from aeguard.core.validation import (
     check_features,
     check_labels,
@@ -85,6 +86,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     def fit(self, X: Any, y: Any = None) -> BaseDetector:
         """Fit on ``X`` (array or DataFrame); ``y`` is optional and ignored by unsupervised detectors."""
         th.check_contamination(self.contamination)
+        check_params(self)  # declared types and ranges (aeguard.core.params), before any work
         names = feature_names_of(X)
         X_arr = check_features(X, min_samples=2)
         y_arr = check_labels(y, X_arr.shape[0])
