@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
 
 from aeguard.core import thresholds as th
+from aeguard.core.params import check_params
 from aeguard.core.validation import (
     check_classes,
     check_features,
@@ -110,6 +111,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         if classes is not None and not type(self).accepts_classes:
             raise ValueError(f"{type(self).__name__} does not accept class labels (classes=...); "
                              "only detectors whose record says accepts_classes do")
+        check_params(self)  # declared types and ranges (aeguard.core.params), before any work
         names = feature_names_of(X)
         X_arr = check_features(X)
         if X_arr.shape[0] < 2:
