@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.exceptions import NotFittedError
 
 from aeguard.core import thresholds as th
 from aeguard.core.params import check_params
@@ -113,9 +114,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
                              "only detectors whose record says accepts_classes do")
         check_params(self)  # declared types and ranges (aeguard.core.params), before any work
         names = feature_names_of(X)
-        X_arr = check_features(X)
-        if X_arr.shape[0] < 2:
-            raise ValueError(f"need at least 2 rows to fit, got {X_arr.shape[0]}")
+        X_arr = check_features(X, min_samples=2)
         y_arr = check_labels(y, X_arr.shape[0])
         codes = None
         if classes is not None:
@@ -149,16 +148,20 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             return [str(n) for n in self.feature_names_in_]
         return default_feature_names(self.n_features_in_)
 
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "threshold_")
+
     def _check_fitted(self) -> None:
-        if not hasattr(self, "threshold_"):
-            raise RuntimeError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
+        """scikit-learn's ``NotFittedError`` (a ``ValueError`` and an ``AttributeError``) before ``fit``."""
+        if not self.__sklearn_is_fitted__():
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
 
     def _validate(self, X: Any) -> np.ndarray:
         """Check ``X`` against the fitted layout: by column name when both sides have names, else by width."""
         self._check_fitted()
         by_name = hasattr(self, "feature_names_in_") and feature_names_of(X) is not None
         names = [str(n) for n in self.feature_names_in_] if by_name else None
-        return check_features(X, feature_names=names, n_features=self.n_features_in_)
+        return check_features(X, feature_names=names, n_features=self.n_features_in_, owner=type(self).__name__)
 
     def score_output(self, X: Any) -> ScoreOutput:
         """Full scoring output (score, contributions, components) for validated ``X``."""
