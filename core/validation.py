@@ -167,6 +167,19 @@ def check_labels(y: Any, n_rows: int) -> np.ndarray | None:
     return arr
 
 
+def check_classes(classes: Any, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class labels of the fit rows: (sorted distinct labels, int64 codes 0..K-1), refusing missing values."""
+    arr = np.asarray(classes.to_numpy() if hasattr(classes, "to_numpy") else classes)
+    if arr.ndim != 1 or arr.shape[0] != n_rows:
+        raise ValueError(f"classes must be 1-D with {n_rows} entries (one per row), got shape {arr.shape}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError("classes contain NaN or inf; every fit row needs a class")
+    if arr.dtype.kind == "O" and any(v is None or (isinstance(v, float) and v != v) for v in arr):
+        raise ValueError("classes contain missing values; every fit row needs a class")
+    labels, codes = np.unique(arr.astype(str) if arr.dtype.kind == "O" else arr, return_inverse=True)
+    return labels, codes.astype(np.int64).reshape(-1)
+
+
 def check_scores(scores: np.ndarray, what: str = "fit-set scores") -> np.ndarray:
     """Fail loudly on scores that cannot rank anything (non-finite or constant)."""
     scores = np.asarray(scores, dtype=np.float64)
