@@ -265,6 +265,10 @@ class Artifact:
         self.threshold_ = float(self.manifest["threshold"])
         self.calibration_ = dict(self.manifest["calibration"])
         self.output_names = [o.name for o in self.session.get_outputs()]
+        #: rank of each graph output (None: not declared): 1 for one value per row (score, most components), 2+
+        #: for per-row vectors (``contrib``; a code or embedding output such as ``code``, B x n_latents)
+        self.output_ranks = {o.name: len(o.shape) if isinstance(o.shape, (list, tuple)) else None
+                             for o in self.session.get_outputs()}
         #: rows per onnxruntime call, from the graph's recorded memory per row and the scoring budget
         self.chunk_rows = chunk_rows(self.manifest["graph"].get("bytes_per_row"))
         self._check_graph()
@@ -283,6 +287,17 @@ class Artifact:
         if missing:
             raise ArtifactError(f"mismatched artifact: graph lacks outputs {sorted(missing)}")
         self.input_name = inputs[0].name
+
+    @property
+    def component_names(self) -> list[str]:
+        """Named outputs besides score and contrib with one value per row, in graph output order."""
+        return [n for n in self.output_names if n not in ("score", "contrib") and (self.output_ranks[n] or 1) <= 1]
+
+    @property
+    def vector_output_names(self) -> list[str]:
+        """Named outputs besides contrib with several values per row (``code``): in ``score().components``,
+        in HTTP responses as lists, not in CSV columns."""
+        return [n for n in self.output_names if n not in ("score", "contrib") and (self.output_ranks[n] or 1) > 1]
 
     @property
     def detector_name(self) -> str:
