@@ -28,17 +28,23 @@ import inspect
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from aeguard.core.base import ScoreOutput
+from aeguard.core.params import Bool, Choice, Int, Spec
 from aeguard.core.reference import ReferenceDraw, draw_reference, max_reference_rows
 
 #: the mean-shift hyperparameters every MSS-enabled detector accepts, with their label-free defaults
 MSS_PARAMS: dict[str, Any] = {"mss": True, "mss_k": None, "mss_m": 1, "mss_max_ref": 10000, "mss_cap_k": "same"}
+#: their types and ranges (aeguard.core.params), declared once for every MSS-enabled detector
+MSS_SPEC: dict[str, Spec] = {
+    "mss": Bool(), "mss_k": Int(low=2, none=True, none_means="the sqrt(n) rule"), "mss_m": Int(low=1),
+    "mss_max_ref": Int(low=2, none=True, none_means="byte cap only"), "mss_cap_k": Choice(choices=("same", "scaled")),
+}
 
 
 #: rows of a scoring batch times reference rows kept in one in-graph distance matrix (float32: 256 MiB)
@@ -249,22 +255,23 @@ class MSSMixin:
     """
 
     mss_: MeanShiftFit | None = None
+    param_spec: ClassVar[dict[str, Spec]] = MSS_SPEC
 
     def _mss_enabled(self) -> bool:
         return bool(getattr(self, "mss", False))
 
-    def make_target(self, model: nn.Module, z_fit: np.ndarray) -> tuple[nn.Module | None, np.ndarray | None]:
+    def make_target(self, model: nn.Module, data: Any) -> tuple[nn.Module | None, np.ndarray | None]:
         if not self._mss_enabled():
             self.mss_ = None
-            return super().make_target(model, z_fit)  # type: ignore[misc]
-        self.mss_ = fit_mean_shift(z_fit, k=self.mss_k, m=self.mss_m, max_ref=self.mss_max_ref,
+            return super().make_target(model, data)  # type: ignore[misc]
+        self.mss_ = fit_mean_shift(data.z, k=self.mss_k, m=self.mss_m, max_ref=self.mss_max_ref,
                                    cap_k=self.mss_cap_k, seed=self.seed_)
         return self.mss_.module(), self.mss_.fit_targets
 
-    def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
+    def _fit(self, X: np.ndarray, y: np.ndarray | None, **kwargs: Any) -> None:
         if self._mss_enabled():
             check_mss_params(self.mss_k, self.mss_m, self.mss_max_ref, self.mss_cap_k)
-        super()._fit(X, y)  # type: ignore[misc]
+        super()._fit(X, y, **kwargs)  # type: ignore[misc]
 
     def _score(self, X: np.ndarray) -> ScoreOutput:
         if self.mss_ is None:

@@ -30,6 +30,7 @@ import numpy as np
 
 from aeguard.core.artifact import ArtifactError
 from aeguard.core.base import BaseDetector, ScoreOutput
+from aeguard.core.params import Choice, Int, Spec
 from aeguard.core.reference import ReferenceDraw, draw_reference
 from aeguard.plugins import PYOD_BASELINES as BASELINES
 
@@ -83,6 +84,19 @@ class PyODDetector(BaseDetector):
     """
 
     exportable: ClassVar[bool] = True
+    #: types of the adapter's own hyperparameters (aeguard.core.params); ``params`` is free-form, checked by PyOD
+    param_spec: ClassVar[dict[str, Spec]] = {
+        "algorithm": Choice(choices=tuple(BASELINES)),
+        "scaling": Choice(choices=SCALINGS, none=True, none_means="'none'"),
+        "max_ref": Int(low=2, none=True, none_means="every fit row (32 MiB constant cap only)"),
+    }
+
+    @classmethod
+    def free_param_names(cls, fixed: dict[str, Any]) -> list[str]:
+        """Names the wrapped PyOD model accepts in ``params`` (so a misspelt one fails before any fit)."""
+        module_name, _, attr = BASELINES[fixed.get("algorithm", "iforest")][0].partition(":")
+        accepted = inspect.signature(getattr(importlib.import_module(module_name), attr).__init__).parameters
+        return [n for n in accepted if n not in ("self", "contamination", "random_state")]
 
     def __init__(self, algorithm: str = "iforest", params: dict[str, Any] | None = None,
                  contamination: Any = 0.1, random_state: int | None = None, scaling: str | None = "standard",

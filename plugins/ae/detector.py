@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from aeguard.core.deep import DeepDetector
+from aeguard.core.deep import DeepDetector, FitData
+from aeguard.core.params import TRAINING_SPEC, Spec
 from aeguard.plugins.ae.torch_model import AutoEncoder
 
 
@@ -16,6 +17,9 @@ class AEDetector(DeepDetector):
 
     ``explain`` gives per-feature squared errors in standardized units; they sum to the score.
     """
+
+    #: types and ranges of the hyperparameters (aeguard.core.params); the rest follow from the signature
+    param_spec: ClassVar[dict[str, Spec]] = dict(TRAINING_SPEC)
 
     def __init__(self, epochs: int = 500, lr: float = 1e-3, batch_size: int | None = None,
                  val_fraction: float = 0.0, early_stopping: int | None = None, epochs_per_step: int = 50,
@@ -32,8 +36,8 @@ class AEDetector(DeepDetector):
         self.device = device
         self.verbose = verbose
 
-    def build_model(self, n_features: int) -> nn.Module:
-        return AutoEncoder(n_features)
+    def build_model(self, data: FitData) -> nn.Module:
+        return AutoEncoder(data.n_features)
 
     def training_loss(self, model: nn.Module, z: torch.Tensor) -> torch.Tensor:
         return ((model(z) - z) ** 2).sum(dim=1).mean()
