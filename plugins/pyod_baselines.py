@@ -46,7 +46,9 @@ def _pca_rank_params(X: np.ndarray, params: dict[str, Any]) -> dict[str, Any]:
     std = X.std(axis=0)
     Z = (X - X.mean(axis=0)) / np.where(std > 0, std, 1.0)
     singular = np.linalg.svd(Z, compute_uv=False)
-    rank = int((singular > singular.max() * max(Z.shape) * np.finfo(np.float64).eps).sum())
+    # float32 tolerance: the rows are rounded to float32 (``_scaled``), so a dependent column is dependent only
+    # to float32 precision
+    rank = int((singular > singular.max() * max(Z.shape) * np.finfo(np.float32).eps).sum())
     return params if rank >= X.shape[1] else {**params, "n_components": max(rank, 1)}
 
 
