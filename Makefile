@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q
 DEMO_EXTRAS := cpu,train
-TEST_EXTRAS := cpu,train,serve,dev,distributed
+TEST_EXTRAS := cpu,train,serve,dev,distributed,sign
 
 .PHONY: demo test lint install install-demo clean bench-train
 
