@@ -8,6 +8,7 @@ recomputed after the change (``forge``), so only the new checks stand between it
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -282,3 +284,166 @@ def test_interrupted_write_never_leaves_a_half_written_artifact(small, tmp_path,
     assert model.threshold_ == (123.0 if point == "swap" else load_artifact(small[0]).threshold_)
 
 
+
+
+# --- signatures -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    """A release key pair whose public key is the only trusted one, and a second, untrusted key."""
+    from aeguard.core.signing import keygen
+
+    root = tmp_path_factory.mktemp("keys")
+    proc = subprocess.run([*CLI, "keygen", "-o", str(root / "release")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "release.key").stat().st_mode & 0o777 == 0o600
+    trusted = root / "trusted"
+    trusted.mkdir()
+    shutil.copy(root / "release.pub", trusted / "release.pub")
+    other, _ = keygen(root / "other")
+    return SimpleNamespace(key=root / "release.key", other=other, trusted=trusted)
+
+
+def sign(path: Path, key: Path) -> None:
+    proc = subprocess.run([*CLI, "sign", str(path), "--key", str(key)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "signed" in proc.stdout, proc.stderr
+
+
+def test_signed_artifacts_load_and_forgeries_are_refused(copy, keys, tmp_path):
+    from aeguard.core.signing import sign_artifact
+
+    good = copy()
+    sign(good, keys.key)
+    assert load_artifact(good, trusted_keys=keys.trusted).n_features_in_ == 4
+    with pytest.raises(ArtifactError, match="is not signed .* sign it with `aeguard sign`"):
+        load_artifact(copy(), trusted_keys=keys.trusted)
+    stranger = copy()
+    sign_artifact(stranger, keys.other)
+    with pytest.raises(ArtifactError, match="signed by key .* which is not among the trusted keys"):
+        load_artifact(stranger, trusted_keys=keys.trusted)
+    rewritten = copy()  # the attacker edits the threshold and recomputes every checksum: still refused
+    sign_artifact(rewritten, keys.key)
+    forge(rewritten, manifest_edit=lambda m: m.update(threshold=1e9))
+    assert read_manifest(rewritten)["threshold"] == 1e9  # the checksums alone no longer catch it
+    with pytest.raises(ArtifactError, match="bad signature .* manifest.json was changed after it was signed"):
+        load_artifact(rewritten, trusted_keys=keys.trusted)
+    swapped = copy()  # a new graph, its sha256 in the manifest, the manifest resealed
+    sign_artifact(swapped, keys.key)
+    model = graph_of(swapped)
+    model.producer_name = "attacker"
+    forge(swapped, graph=model)
+    with pytest.raises(ArtifactError, match="bad signature"):
+        load_artifact(swapped, trusted_keys=keys.trusted)
+    (tmp_path / "no-keys").mkdir()
+    with pytest.raises(ArtifactError, match="no trusted keys: .* has no \\*.pub files"):
+        load_artifact(good, trusted_keys=tmp_path / "no-keys")
+    assert load_artifact(copy()).n_features_in_ == 4  # without trusted keys nothing changes
+
+
+def test_score_edge_and_serve_refuse_unsigned_or_forged_artifacts(copy, keys, small, tmp_path):
+    _, frame = small
+    csv = tmp_path / "rows.csv"
+    frame.head(20).to_csv(csv, index=False)
+    signed = copy()
+    sign(signed, keys.key)
+    forged = copy()
+    sign(forged, keys.key)
+    forge(forged, manifest_edit=lambda m: m.update(threshold=-1.0))
+    ok = subprocess.run([*CLI, "score", str(signed), str(csv), "--trusted-keys", str(keys.trusted)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and len(pd.read_csv(io.StringIO(ok.stdout))) == 20, ok.stderr
+    bad = subprocess.run([*CLI, "score", str(forged), str(csv), "--trusted-keys", str(keys.trusted)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "bad signature" in bad.stderr
+    env = {**os.environ, "AEGUARD_TRUSTED_KEYS": str(keys.trusted)}
+    edge_ok = subprocess.run([*EDGE, "score", str(signed), str(csv)], capture_output=True, text=True, env=env)
+    assert edge_ok.returncode == 0 and edge_ok.stdout.startswith("score,label,probability"), edge_ok.stderr
+    edge_bad = subprocess.run([*EDGE, "info", str(copy()), "--trusted-keys", str(keys.trusted)],
+                              capture_output=True, text=True)
+    assert edge_bad.returncode == 1 and "is not signed" in edge_bad.stderr
+    serve_bad = subprocess.run([*CLI, "serve", str(forged), "--trusted-keys", str(keys.trusted)],
+                               capture_output=True, text=True, timeout=60)
+    assert serve_bad.returncode == 1 and "bad signature" in serve_bad.stderr
+
+
+# --- access control -------------------------------------------------------------------------------------
+
+
+def test_keys_are_compared_in_constant_time_against_every_key(monkeypatch):
+    from aeguard.serving import gate
+
+    calls = []
+    real = gate.hmac.compare_digest
+    monkeypatch.setattr(gate.hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
+    g = gate.Gate(None, api_key=None, api_keys=("old-key", "new-key"), max_body_bytes=100)
+    assert gate.key_matches("old-key", g.keys) and gate.key_matches("new-key", g.keys)
+    assert not gate.key_matches("old-ke", g.keys) and not gate.key_matches("", g.keys)
+    assert len(calls) == 8  # every configured key is compared, whether the first one matched or none did
+
+
+def test_api_keys_from_env_and_file(tmp_path):
+    from aeguard.serving.settings import Settings
+
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text("# rotated in\nthird-key\n\n")
+    s = Settings.from_env({"AEGUARD_API_KEY": "old-key, new-key", "AEGUARD_API_KEYS_FILE": str(keys_file)})
+    assert s.api_keys == ("old-key", "new-key", "third-key") and s.api_key == "old-key"
+    assert Settings.from_env({}).api_keys == () and Settings.from_env({}).api_key is None
+    (tmp_path / "empty").write_text("# none yet\n")
+    with pytest.raises(ValueError, match="AEGUARD_API_KEYS_FILE: .* has no keys"):
+        Settings.from_env({"AEGUARD_API_KEYS_FILE": str(tmp_path / "empty")})
+
+
+@pytest.fixture(scope="module")
+def server(small, keys, tmp_path_factory):
+    """A real `aeguard serve` of a signed artifact: 2 workers, two accepted API keys, signatures required."""
+    pytest.importorskip("bentoml")
+    from aeguard.serving.bench import LocalServer
+
+    path = tmp_path_factory.mktemp("served") / "signed-ae"
+    shutil.copytree(small[0], path)
+    sign(path, keys.key)
+    srv = LocalServer([str(path)], workers=2, env={"AEGUARD_API_KEY": "old-key,new-key"},
+                      extra_args=["--trusted-keys", str(keys.trusted)])
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_several_keys_wrong_key_logged_without_it_and_open_routes(server, small):
+    import httpx
+
+    _, frame = small
+    body = {"rows": frame.head(3).to_dict(orient="records")}
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        assert c.post("/score", json=body, headers={"Authorization": "Bearer old-key"}).status_code == 200
+        assert c.post("/score", json=body, headers={"X-API-Key": "new-key"}).status_code == 200
+        missing = c.post("/score", json=body)
+        assert missing.status_code == 401 and missing.json()["error"].startswith("missing API key")
+        wrong = c.post("/score", json=body, headers={"Authorization": "Bearer wrong-SECRET-4711"})
+        assert wrong.status_code == 401 and wrong.json()["error"].startswith("invalid API key")
+        assert c.get("/models").status_code == 401
+        models = c.get("/models", headers={"X-API-Key": "old-key"}).json()
+        assert models["runtime"]["signatures_required"] and models["runtime"]["api_key_required"]
+        for route in ("/healthz", "/readyz", "/metrics"):
+            assert c.get(route).status_code == 200, route
+    log = server.log_tail(200_000)
+    assert "401 POST /score from 127.0.0.1" in log and "invalid API key" in log
+    assert "wrong-SECRET-4711" not in log and "old-key" not in log
+
+
+def test_killed_worker_comes_back_and_failures_are_bounded(server):
+    from aeguard.core.artifact import read_manifest
+    from aeguard.serving.faults import mixed_plan, worker_kill, worker_pids
+
+    manifest = read_manifest(Path(server.process.args[server.process.args.index("serve") + 1]))
+    plan = mixed_plan(manifest, 60_000, bad_fraction=0.3, api_key="new-key")
+    result = worker_kill(server, plan, concurrency=4, before_s=2.0, after_s=10.0)
+    assert result["server_alive"] and result["server_errors_5xx"] == 0
+    assert result["worker_back_s"] is not None and result["worker_back_s"] < 10.0, result
+    assert result["failed"] <= 4, result  # at most the requests in flight on the killed worker
+    assert result["requests_after_kill"] > 100, result
+    assert len(worker_pids(server)) == 2
