@@ -8,7 +8,6 @@ run goes on. It loads the data itself (cached per worker process), so only the c
 from __future__ import annotations
 
 import gc
-import inspect
 import os
 import sys
 import threading
@@ -123,24 +122,27 @@ def _limit_torch(threads: int | None) -> None:
             torch.set_num_threads(threads)
 
 
-def build_detector(spec: str, seed: int) -> Any:
-    """Instantiate a detector spec with ``random_state=seed``.
+def build_detector(spec: str, seed: int | None) -> Any:
+    """Instantiate a detector spec with ``random_state=seed`` through the registry's one builder.
 
-    Parameters the detector class does not declare go into its free-form ``params`` dict when it has one (the
-    PyOD adapter: ``knn(n_neighbors=10)``), else they are an error naming the known ones.
+    Values are typed and checked by the detector's parameter specs; parameters the class does not declare go
+    into its free-form ``params`` dict when it has one (the PyOD adapter: ``knn(n_neighbors=10)``), else they
+    are an error naming the valid ones.
     """
     from aeguard.core import registry
 
     _, name, params = parse_detector_spec(spec)
-    record = registry.get(name)
-    accepted = set(inspect.signature(record.cls.__init__).parameters) - {"self"}
-    extra = {k: v for k, v in params.items() if k not in accepted}
-    if extra and "params" in accepted:
-        params = {k: v for k, v in params.items() if k in accepted}
-        params["params"] = {**(params.get("params") or {}), **extra}
-    elif extra:
-        raise ValueError(f"unknown parameter(s) for {name}: {sorted(extra)}; known: {sorted(accepted)}")
-    return record.create(**{**params, "random_state": seed})
+    return registry.build_detector(name, params, seed=seed)
+
+
+def check_specs(specs: list[str]) -> None:
+    """Build every spec once (cheap: constructors only store their arguments) so an unknown detector or a bad
+    parameter stops a run before any cell starts; raises ``ValueError`` naming the spec."""
+    for spec in specs:
+        try:
+            build_detector(spec, 0)
+        except ValueError as exc:
+            raise ValueError(f"detector spec {spec!r}: {exc}") from None
 
 
 @lru_cache(maxsize=3)

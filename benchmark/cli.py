@@ -77,6 +77,10 @@ def benchmark_cmd(
     failed = f", {summary.failed} failed (see the report)" if summary.failed else ""
     typer.echo(f"{summary.ran} cells run in {summary.wall_seconds:.1f} s ({summary.skipped} already done"
                f"{failed}); wrote {out / 'results.csv'}, " + ", ".join(map(str, written)))
+    if summary.ran and summary.failed == summary.ran:
+        typer.echo(f"error: every cell failed ({summary.failed} of {summary.ran}); see the status column of "
+                   f"{out / 'results.csv'}", err=True)
+        raise typer.Exit(1)
 
 
 def _run_protocol(name: str, suite: Any, out: Path, epochs: int | None, progress: bool | None) -> None:

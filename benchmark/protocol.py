@@ -15,7 +15,6 @@ Only numpy is imported at module level; scikit-learn is imported when a split is
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -183,15 +182,7 @@ def _split_top_level(text: str) -> list[str]:
 
 
 def _parse_value(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        pass
-    lowered = raw.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    if len(raw) >= 2 and raw[0] == raw[-1] == "'":
-        return raw[1:-1]
-    return raw
+    """A spec value as the literal it spells (core's one literal parser; the detector's specs check the type)."""
+    from aeguard.core.params import parse_literal
+
+    return parse_literal(raw)

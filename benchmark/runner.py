@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .backends import BACKENDS, run_cells
-from .cells import OK, Cell
+from .cells import OK, Cell, check_specs
 from .protocol import (
     FIT_CAP,
     SCALING_PARAM,
@@ -173,6 +173,7 @@ def expand_detectors(text: str) -> list[str]:
     unknown = sorted({parse_detector_spec(s)[1] for s in specs} - set(records))
     if unknown:
         raise ValueError(f"unknown detector(s): {', '.join(unknown)}; registered: {', '.join(records)}")
+    check_specs(specs)  # a bad parameter stops the run here, not as an error row in every cell
     return specs
 
 

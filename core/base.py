@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
 
 from aeguard.core import thresholds as th
+from aeguard.core.params import check_params
 from aeguard.core.validation import (
     check_features,
     check_labels,
@@ -84,6 +85,7 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     def fit(self, X: Any, y: Any = None) -> BaseDetector:
         """Fit on ``X`` (array or DataFrame); ``y`` is optional and ignored by unsupervised detectors."""
         th.check_contamination(self.contamination)
+        check_params(self)  # declared types and ranges (aeguard.core.params), before any work
         names = feature_names_of(X)
         X_arr = check_features(X)
         if X_arr.shape[0] < 2:

@@ -30,17 +30,17 @@ class CLIError(Exception):
     """An expected failure with a message for the user."""
 
 
-def parse_params(items: list[str] | None) -> dict[str, Any]:
-    """``key=value`` pairs; values are parsed as JSON when they can be (numbers, true, null, lists)."""
-    params: dict[str, Any] = {}
+def parse_params(items: list[str] | None) -> dict[str, str]:
+    """``key=value`` pairs as text; the detector's parameter specs type and check them
+    (:func:`aeguard.core.registry.build_detector`)."""
+    params: dict[str, str] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise CLIError(f"--param expects key=value, got {item!r}")
-        try:
-            params[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            params[key.strip()] = raw
+        if key.strip() in params:
+            raise CLIError(f"--param {key.strip()} given twice")
+        params[key.strip()] = raw
     return params
 
 
@@ -57,24 +57,11 @@ def read_data(path: Path, label_column: str | None = None) -> tuple[Any, Any]:
 
 
 def build_detector(name: str, params: dict[str, Any], seed: int | None, contamination: Any) -> Any:
+    """The registry's one builder, with a progress bar when stderr is a terminal (and not CI)."""
     from aeguard.core import registry
 
-    record = registry.get(name)
-    cls = record.cls
-    accepted = cls().get_params(deep=False) if not record.fixed_params else record.create().get_params()
-    extra = {k: v for k, v in params.items() if k not in accepted}
-    if extra and "params" in accepted:  # adapters take free-form params for the wrapped model
-        params = {k: v for k, v in params.items() if k in accepted}
-        params["params"] = {**(params.get("params") or {}), **extra}
-    elif extra:
-        raise CLIError(f"unknown parameter(s) for {name}: {sorted(extra)}; known: {sorted(accepted)}")
-    if seed is not None:
-        params["random_state"] = seed
-    if contamination is not None:
-        params["contamination"] = contamination
-    if "verbose" in accepted and "verbose" not in params:
-        params["verbose"] = sys.stderr.isatty() and not os.environ.get("CI")
-    return record.create(**params)
+    return registry.build_detector(name, params, seed=seed, contamination=contamination,
+                                   verbose=sys.stderr.isatty() and not os.environ.get("CI"))
 
 
 def _contamination(value: str | None) -> Any:

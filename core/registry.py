@@ -116,3 +116,27 @@ def protocol(name: str) -> Callable[..., list[dict[str, Any]]]:
         raise ValueError(f"unknown protocol {name!r}; registered: {', '.join(found) or 'none'}")
     module_name, _, attr = found[name].partition(":")
     return getattr(importlib.import_module(module_name), attr)
+
+
+def build_detector(name: str, params: dict[str, Any] | None = None, *, seed: int | None = None,
+                   contamination: Any = None, verbose: bool | None = None) -> Any:
+    """The one way text or typed hyperparameters become a detector (``--param``, benchmark specs, HTTP).
+
+    Values are parsed and checked by the class's declared specs (:mod:`aeguard.core.params`); unknown names
+    are refused with the valid ones listed (a class with a free-form ``params`` dict takes them there).
+    ``seed`` and ``contamination`` override the params of the same name; ``verbose`` is a default only.
+    """
+    from aeguard.core.params import check_params, coerce_params, param_specs
+
+    record = get(name)
+    typed = coerce_params(record.cls, params or {}, owner=name, fixed=dict(record.fixed_params))
+    if seed is not None:
+        typed["random_state"] = seed
+    if contamination is not None:
+        typed["contamination"] = contamination
+    if verbose is not None and "verbose" in param_specs(record.cls) and "verbose" not in typed:
+        typed["verbose"] = verbose
+    detector = record.create(**typed)
+    check_params(detector)
+    return detector
+

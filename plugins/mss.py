@@ -28,17 +28,23 @@ import inspect
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from aeguard.core.base import ScoreOutput
+from aeguard.core.params import Bool, Choice, Int, Spec
 from aeguard.core.reference import ReferenceDraw, draw_reference, max_reference_rows
 
 #: the mean-shift hyperparameters every MSS-enabled detector accepts, with their label-free defaults
 MSS_PARAMS: dict[str, Any] = {"mss": True, "mss_k": None, "mss_m": 1, "mss_max_ref": 10000, "mss_cap_k": "same"}
+#: their types and ranges (aeguard.core.params), declared once for every MSS-enabled detector
+MSS_SPEC: dict[str, Spec] = {
+    "mss": Bool(), "mss_k": Int(low=2, none=True, none_means="the sqrt(n) rule"), "mss_m": Int(low=1),
+    "mss_max_ref": Int(low=2, none=True, none_means="byte cap only"), "mss_cap_k": Choice(choices=("same", "scaled")),
+}
 
 
 #: rows of a scoring batch times reference rows kept in one in-graph distance matrix (float32: 256 MiB)
@@ -249,6 +255,7 @@ class MSSMixin:
     """
 
     mss_: MeanShiftFit | None = None
+    param_spec: ClassVar[dict[str, Spec]] = MSS_SPEC
 
     def _mss_enabled(self) -> bool:
         return bool(getattr(self, "mss", False))

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from aeguard.core.base import BaseDetector, ScoreOutput
+from aeguard.core.params import Choice, Spec
 from aeguard.plugins import PYOD_BASELINES as BASELINES
 
 
@@ -63,6 +64,19 @@ class PyODDetector(BaseDetector):
     ``scaling=none`` parses) is fitted on the fit set and applied before the model in fit and scoring alike; the
     statistics are ``center_`` and ``scale_``.
     """
+
+    #: types of the adapter's own hyperparameters (aeguard.core.params); ``params`` is free-form, checked by PyOD
+    param_spec: ClassVar[dict[str, Spec]] = {
+        "algorithm": Choice(choices=tuple(BASELINES)),
+        "scaling": Choice(choices=SCALINGS, none=True, none_means="'none'"),
+    }
+
+    @classmethod
+    def free_param_names(cls, fixed: dict[str, Any]) -> list[str]:
+        """Names the wrapped PyOD model accepts in ``params`` (so a misspelt one fails before any fit)."""
+        module_name, _, attr = BASELINES[fixed.get("algorithm", "iforest")][0].partition(":")
+        accepted = inspect.signature(getattr(importlib.import_module(module_name), attr).__init__).parameters
+        return [n for n in accepted if n not in ("self", "contamination", "random_state")]
 
     def __init__(self, algorithm: str = "iforest", params: dict[str, Any] | None = None,
                  contamination: Any = 0.1, random_state: int | None = None, scaling: str | None = "standard") -> None:

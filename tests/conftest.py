@@ -64,9 +64,15 @@ def example_plugin_installed() -> str:
     import subprocess
     import sys
 
+    source = REPO / "tests" / "example_plugin" / "aeguard_example_plugin"
     try:
-        importlib.metadata.distribution("aeguard-example-plugin")
+        dist = importlib.metadata.distribution("aeguard-example-plugin")
+        # a copy installed from an older source is reinstalled, so the tests see the plugin as it is now
+        stale = any(dist.locate_file(f"aeguard_example_plugin/{p.name}").read_text() != p.read_text()
+                    for p in source.glob("*.py") if dist.locate_file(f"aeguard_example_plugin/{p.name}").exists())
     except importlib.metadata.PackageNotFoundError:
+        stale = True
+    if stale:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                        str(REPO / "tests" / "example_plugin")], check=True)
+                        "--force-reinstall", str(REPO / "tests" / "example_plugin")], check=True)
     return "example-zscore"

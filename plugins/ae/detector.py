@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from aeguard.core.deep import DeepDetector
+from aeguard.core.params import TRAINING_SPEC, Spec
 from aeguard.plugins.ae.torch_model import AutoEncoder
 
 
@@ -16,6 +17,9 @@ class AEDetector(DeepDetector):
 
     ``explain`` gives per-feature squared errors in standardized units; they sum to the score.
     """
+
+    #: types and ranges of the hyperparameters (aeguard.core.params); the rest follow from the signature
+    param_spec: ClassVar[dict[str, Spec]] = dict(TRAINING_SPEC)
 
     def __init__(self, epochs: int = 500, lr: float = 1e-3, batch_size: int | None = None,
                  val_fraction: float = 0.0, early_stopping: int | None = None, epochs_per_step: int = 50,

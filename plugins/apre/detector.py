@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from aeguard.core.deep import DeepDetector
+from aeguard.core.params import TRAINING_SPEC, Bool, Choice, Float, Spec
 from aeguard.plugins.apre.torch_model import ProbabilisticAutoEncoder, pre_loss
 from aeguard.plugins.mss import MSSMixin
 
@@ -56,6 +57,13 @@ class APREDetector(MSSMixin, DeepDetector):
     - ``mss``, ``mss_k``, ``mss_m``, ``mss_max_ref``, ``mss_cap_k``: mean-shift scoring (``aeguard.plugins.mss``).
     - ``var_floor``: "shift" (default) or "none" (the authors' score).
     """
+
+    #: types and ranges of the hyperparameters (aeguard.core.params); the mss* ones come from MSSMixin
+    param_spec: ClassVar[dict[str, Spec]] = {
+        **TRAINING_SPEC, "alpha": Float(low=0), "beta": Float(low=0),
+        "var_floor": Choice(choices=VAR_FLOORS, none=True, none_means="'none'"), "faithful": Bool(),
+        "restore_best": Bool(),
+    }
 
     def __init__(self, epochs: int = 5000, lr: float = 1e-3, alpha: float = 0.5, beta: float = 2.0,
                  mss: bool = True, mss_k: int | None = None, mss_m: int = 1, mss_max_ref: int | None = 10000,
