@@ -309,7 +309,7 @@ def _check_schema(m: dict[str, Any], where: str) -> None:
         if "bytes" in meta and (type(meta["bytes"]) is not int or meta["bytes"] < 0):
             raise bad(f"files[{name!r}].bytes", "a non-negative integer")
     graph = m.get("graph")
-    if not isinstance(graph, dict) or graph.get("file") not in files:
+    if not isinstance(graph, dict) or not isinstance(graph.get("file"), str) or graph["file"] not in files:
         raise ArtifactError(f"{where} lists no checksum for its graph file")
     outputs = graph.get("outputs")
     if outputs is not None and (not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs)):
@@ -319,14 +319,17 @@ def _check_schema(m: dict[str, Any], where: str) -> None:
         raise bad("graph.bytes_per_row", "a positive integer")
     if not _is_num(m.get("threshold")):
         raise bad("threshold", "a finite number")
-    if not isinstance(m.get("calibration"), dict):
-        raise bad("calibration", "an object")
+    cal = m.get("calibration")
+    if not isinstance(cal, dict) or not _is_num(cal.get("min")) or not _is_num(cal.get("max")):
+        raise bad("calibration", "an object with finite 'min' and 'max'")
     fit = m.get("fit_scores")
     if fit is not None:
         q = fit.get("quantiles") if isinstance(fit, dict) else None
         if not isinstance(q, list) or len(q) < 2 or not all(_is_num(v) for v in q) \
                 or not _is_num(fit.get("auto_threshold")):
             raise bad("fit_scores", "an object with a list of finite 'quantiles' and a finite 'auto_threshold'")
+    if not isinstance(m.get("versions", {}), dict):
+        raise bad("versions", "an object")
     det = m.get("detector")
     if not isinstance(det, dict) or not isinstance(det.get("name"), str):
         raise bad("detector.name", "a string")
