@@ -358,7 +358,10 @@ def quantize_int8(src: str | Path, dst: str | Path, keep_fp32: list[str] | tuple
         pre, per_batch = Path(tmp) / "pre.onnx", Path(tmp) / "per_batch.onnx"
         # shape inference only: its graph optimisation folds Transpose(reference set) into a second copy and
         # would rename or fuse nodes, so the declared FP32 names would no longer match
-        quant_pre_process(str(src), str(pre), skip_optimization=True)
+        try:
+            quant_pre_process(str(src), str(pre), skip_optimization=True)
+        except Exception:  # onnxruntime's symbolic shape inference gives up on some exported graphs
+            quant_pre_process(str(src), str(pre), skip_optimization=True, skip_symbolic_shape=True)
         model = onnx.load(str(pre))
         for i, node in enumerate(model.graph.node):  # the quantizer addresses nodes by name
             if not node.name:

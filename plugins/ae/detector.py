@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from aeguard.core.deep import DeepDetector
+from aeguard.core.deep import DeepDetector, FitData
 from aeguard.core.params import TRAINING_SPEC, Spec
 from aeguard.plugins.ae.torch_model import AutoEncoder
 
@@ -36,8 +36,8 @@ class AEDetector(DeepDetector):
         self.device = device
         self.verbose = verbose
 
-    def build_model(self, n_features: int) -> nn.Module:
-        return AutoEncoder(n_features)
+    def build_model(self, data: FitData) -> nn.Module:
+        return AutoEncoder(data.n_features)
 
     def training_loss(self, model: nn.Module, z: torch.Tensor) -> torch.Tensor:
         return ((model(z) - z) ** 2).sum(dim=1).mean()
