@@ -225,6 +225,6 @@ if __name__ == "__main__":
     import sklearn
 
     print(f"scikit-learn {sklearn.__version__} check_estimator, deep detectors with {CONFORMANCE_EPOCHS}")
-    print(f"{'detector':10} {'passed':>6} {'xfail':>6} {'failed':>6} {'skipped':>7}")
+    print(f"{'detector':14} {'passed':>6} {'xfail':>6} {'failed':>6} {'skipped':>7}")
     for name, row in conformance_report(sys.argv[1:] or None).items():
-        print(f"{name:10} {row['passed']:6d} {row['expected failures']:6d} {row['failed']:6d} {row['skipped']:7d}")
+        print(f"{name:14} {row['passed']:6d} {row['expected failures']:6d} {row['failed']:6d} {row['skipped']:7d}")
