@@ -143,11 +143,13 @@ def score_cmd(
     label_column: str = typer.Option(None, "--label-column", help="Column with labels to drop."),
     threshold: float = typer.Option(None, "--threshold", help="Override the artifact's threshold."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    trusted_keys: Path = typer.Option(None, "--trusted-keys", envvar="AEGUARD_TRUSTED_KEYS",
+                                      help="Folder of Ed25519 *.pub keys: refuse artifacts not signed by one."),
 ) -> None:
     """Score DATA with an artifact: CSV with columns score,label,probability in input order."""
     from aeguard.core.artifact import load_artifact
 
-    model = load_artifact(artifact, device=device)
+    model = load_artifact(artifact, device=device, trusted_keys=trusted_keys)
     X, _ = read_data(data, label_column)
     frame = model.score(X, threshold=threshold).to_frame()
     if output is None:

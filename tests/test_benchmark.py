@@ -179,7 +179,7 @@ def test_run_cell_fits_without_labels_and_reports_errors(suite_dir):
     assert run_cell(Cell("alpha", source, "iforest", seed=0))["roc_auc"] == row["roc_auc"]  # seeded
 
     bad = run_cell(Cell("alpha", source, "ae(no_such_param=1)", seed=0))
-    assert bad["status"].startswith("error: ValueError: unknown parameter(s) for ae: ['no_such_param']")
+    assert bad["status"].startswith("error: ParamError: unknown parameter(s) for ae: ['no_such_param']")
     assert bad["roc_auc"] is None
     missing = run_cell(Cell("gone", str(suite_dir / "gone.npz"), "iforest", seed=0))
     assert missing["status"].startswith("error: FileNotFoundError")

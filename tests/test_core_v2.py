@@ -121,6 +121,21 @@ def test_score_output_keeps_integer_components_integer():
     assert out.components["class"].dtype == np.int64 and out.components["dist"].dtype == np.float64
 
 
+def test_the_one_metrics_module_equals_scikit_learn_with_ties():
+    from scipy.stats import spearmanr
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from aeguard.core.metrics import average_precision, roc_auc, spearman
+
+    rng = np.random.default_rng(0)
+    y = rng.random(300) < 0.1
+    scores = np.round(rng.standard_normal(300) + y, 1)  # many ties
+    assert abs(roc_auc(y, scores) - roc_auc_score(y, scores)) < 1e-12
+    assert abs(average_precision(y, scores) - average_precision_score(y, scores)) < 1e-12
+    other = scores + np.round(rng.standard_normal(300), 1)
+    assert abs(spearman(scores, other) - spearmanr(scores, other).statistic) < 1e-12
+
+
 def test_reference_draw_caps_rows_and_bytes_and_maps_own_rows():
     draw = draw_reference(1000, 8, cap_rows=100, seed=3)
     assert draw.n_ref == 100 and draw.capped and np.all(np.diff(draw.rows) > 0)
