@@ -152,6 +152,26 @@ def input_block(detector: Any) -> dict[str, Any]:
     return {"modality": "tabular", "shape": [int(detector.n_features_in_)]}
 
 
+def read_input_block(manifest: dict[str, Any]) -> tuple[str, tuple[int, ...], tuple[float, float] | None]:
+    """(modality, row shape, pixel range) from a manifest; format 1 has no block and means a table."""
+    n_features = int(manifest["features"]["n_features"])
+    block = manifest.get("input") or {"modality": "tabular", "shape": [n_features]}
+    try:
+        modality = block["modality"]
+        shape = tuple(int(v) for v in block["shape"])
+        if modality == "image":
+            from aeguard.core.validation import check_pixel_range
+
+            if len(shape) != 3 or min(shape) < 1:
+                raise ValueError(f"image shape {list(shape)} is not [C, H, W]")
+            return modality, shape, check_pixel_range(block["pixel_range"])
+        if modality != "tabular" or len(shape) != 1:
+            raise ValueError(f"modality {modality!r} with shape {list(shape)}")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"manifest input block is malformed: {exc}") from None
+    return modality, shape, None
+
+
 def manifest_digest(manifest: dict[str, Any]) -> str:
     """sha256 of the manifest's canonical JSON without its own digest field."""
     body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
@@ -461,13 +481,9 @@ class Artifact:
         self.device = session_device(self.session)
         self.feature_names: list[str] = list(self.manifest["features"]["names"])
         self.n_features_in_ = int(self.manifest["features"]["n_features"])
-        block = self.manifest.get("input") or {"modality": "tabular", "shape": [self.n_features_in_]}
-        #: "tabular" or "image"; for images the (C, H, W) shape and the pixel range the graph was fitted on
-        self.modality: str = block["modality"]
-        self.input_shape: tuple[int, ...] = tuple(int(v) for v in block["shape"])
+        #: "tabular" or "image"; the shape of one row ((d,) or (C, H, W)); for images the pixel range of the fit
+        self.modality, self.input_shape, self.pixel_range = read_input_block(self.manifest)
         self.image_shape: tuple[int, ...] | None = self.input_shape if self.modality == "image" else None
-        self.pixel_range: tuple[float, float] | None = (tuple(block["pixel_range"]) if self.modality == "image"
-                                                        else None)
         self.threshold_ = float(self.manifest["threshold"])
         self.calibration_ = dict(self.manifest["calibration"])
         self.output_names = [o.name for o in self.session.get_outputs()]
