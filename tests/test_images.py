@@ -178,3 +178,141 @@ def test_a_format_1_manifest_still_loads_as_a_table(tmp_path, table):
     art = load_artifact(path)
     assert read_manifest(path)["format_version"] == 1 and art.modality == "tabular" and art.input_shape == (6,)
     assert art.score(X[:5]).score.shape == (5,)
+
+
+# --- data files, CLI, explain pictures, edge ------------------------------------------------------
+
+
+def write_pngs(folder, images, prefix="img"):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images):
+        arr = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
+        Image.fromarray(np.ascontiguousarray(arr)).save(folder / f"{prefix}_{i:03d}.png")
+    return folder
+
+
+def test_png_folders_are_read_in_name_order_and_odd_files_are_named(tmp_path):
+    from PIL import Image
+
+    from aeguard.core.images import ImageFileError, decode_png, read_images
+
+    X, _ = digits()
+    gray = write_pngs(tmp_path / "gray", X[:5])
+    (gray / "notes.txt").write_text("ignored: not a .png")
+    got, y, names = read_images(gray)
+    np.testing.assert_array_equal(got, X[:5])
+    assert got.dtype == np.uint8 and y is None and names[0] == "img_000.png"
+    rgb = np.random.default_rng(0).integers(0, 256, (3, 3, 4, 6), dtype=np.uint8)
+    got, _, _ = read_images(write_pngs(tmp_path / "rgb", rgb))
+    np.testing.assert_array_equal(got, rgb)
+    Image.fromarray(np.zeros((9, 8), np.uint8)).save(gray / "img_002b.png")
+    with pytest.raises(ImageFileError, match=r"img_002b.png: image is 8x9 grayscale, but img_000.png is 8x8 "
+                                             r"grayscale"):
+        read_images(gray)
+    (gray / "img_002b.png").unlink()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(gray / "img_009.png")
+    with pytest.raises(ImageFileError, match="img_009.png: image is 8x8 RGB, but img_000.png is 8x8 grayscale"):
+        read_images(gray)
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8)).save(gray / "img_009.png")
+    with pytest.raises(ImageFileError, match="img_009.png: PNG mode 'RGBA' is not supported"):
+        read_images(gray)
+    with pytest.raises(ImageFileError, match="x.png: not a PNG file"):
+        decode_png(b"GIF89a...", "x.png")
+    with pytest.raises(ImageFileError, match="no .png files"):
+        read_images((tmp_path / "empty").mkdir() or tmp_path / "empty")
+
+
+@pytest.fixture(scope="module")
+def digit_artifact(tmp_path_factory):
+    """`ae` fitted on PNGs of zeros by `aeguard fit` (the real CLI, in process), with the test images."""
+    from typer.testing import CliRunner
+
+    from aeguard.core.cli import app
+
+    root = tmp_path_factory.mktemp("digits")
+    fit, test, y = digit_split(0, 80)
+    write_pngs(root / "fit", fit)
+    write_pngs(root / "test", test)
+    np.savez(root / "test.npz", X=test, y=y)
+    result = CliRunner().invoke(app, ["fit", "ae", str(root / "fit"), "-o", str(root / "art"), "--seed", "0",
+                                      "--param", "epochs=60", "--param", "epochs_per_step=20"])
+    assert result.exit_code == 0, result.output
+    return root, test, y
+
+
+def test_cli_scores_png_folders_and_npz_alike_and_explain_writes_pictures(digit_artifact, capsys):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from aeguard.core.cli import app
+    from aeguard.edge.cli import main as edge_main
+
+    root, test, y = digit_artifact
+    art = load_artifact(root / "art")
+    expected = art.score(test).score
+    runner = CliRunner()
+    for data in ("test", "test.npz"):
+        result = runner.invoke(app, ["score", str(root / "art"), str(root / data), "-o", str(root / f"{data}.csv")])
+        assert result.exit_code == 0, result.output
+        np.testing.assert_allclose(pd.read_csv(root / f"{data}.csv")["score"], expected, rtol=1e-6)
+        with pytest.raises(SystemExit) as done:
+            edge_main(["score", str(root / "art"), str(root / data), "-o", str(root / f"edge-{data}.csv")])
+        assert done.value.code == 0
+        np.testing.assert_allclose(pd.read_csv(root / f"edge-{data}.csv")["score"], expected, rtol=1e-6)
+    result = runner.invoke(app, ["explain", str(root / "art"), str(root / "test"), "-o", str(root / "maps"),
+                                 "--top", "3"])
+    assert result.exit_code == 0, result.output
+    pictures = sorted(p.name for p in (root / "maps").glob("*.png"))
+    assert len(pictures) == 3 and pictures[0].startswith("001_img_")
+    frame = pd.read_csv(root / "maps" / "contributions.csv")
+    assert len(frame) == len(test) and list(frame.columns[:4]) == ["name", "score", "label", "probability"]
+    np.testing.assert_allclose(frame.iloc[:, 4:].sum(axis=1), expected, rtol=1e-4)
+    from PIL import Image
+
+    with Image.open(root / "maps" / pictures[0]) as img:
+        assert img.size[0] > 300  # a real picture, not an empty file
+
+
+def test_explain_on_a_table_writes_bar_charts(tmp_path, table):
+    from typer.testing import CliRunner
+
+    from aeguard.core.cli import app
+
+    X, _ = table
+    AEDetector(**FAST, random_state=0).fit(X).save_artifact(tmp_path / "art")
+    np.savez(tmp_path / "t.npz", X=X[:20])
+    result = CliRunner().invoke(app, ["explain", str(tmp_path / "art"), str(tmp_path / "t.npz"), "-o",
+                                      str(tmp_path / "out"), "--flagged"])
+    assert result.exit_code == 0, result.output
+    flagged = int(load_artifact(tmp_path / "art").predict(X[:20]).sum())
+    assert len(list((tmp_path / "out").glob("*.png"))) == flagged > 0
+
+
+def test_edge_watch_scores_new_pngs_as_they_arrive(digit_artifact):
+    import io
+    import threading
+
+    from aeguard.edge.cli import watch_folder
+
+    root, test, _ = digit_artifact
+    inbox = root / "inbox"
+    write_pngs(inbox, test[:1], prefix="old")  # already there: not scored without --existing
+    art = load_artifact(root / "art")
+    out, err = io.StringIO(), io.StringIO()
+
+    def camera():
+        while not out.getvalue():  # the header is written once the folder's first listing is taken
+            threading.Event().wait(0.02)
+        (inbox / "new_000.tmp").write_bytes(b"\x89PNG\r\n\x1a\n half-written")  # not a .png: ignored
+        write_pngs(inbox, test[5:7], prefix="new")
+
+    thread = threading.Thread(target=camera)
+    thread.start()
+    assert watch_folder(art, inbox, out, err, interval=0.05, max_images=2) == 2
+    thread.join()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "name,score,label,probability" and [x.split(",")[0] for x in lines[1:]] == [
+        "new_000.png", "new_001.png"]
+    np.testing.assert_allclose([float(x.split(",")[1]) for x in lines[1:]], art.score(test[5:7]).score, rtol=1e-6)
