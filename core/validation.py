@@ -204,8 +204,11 @@ def is_image_batch(X: Any) -> bool:
     if X is None or _is_frame(X) or _is_sparse(X):
         return False
     ndim = getattr(X, "ndim", None)
-    if ndim is None:
-        ndim = np.ndim(X)
+    if not isinstance(ndim, int):  # lists, and array-likes that only offer __array__
+        try:
+            ndim = np.asarray(X).ndim
+        except (TypeError, ValueError):  # ragged or odd input: the table checks name the problem
+            return False
     return ndim in (3, 4)
 
 
