@@ -40,7 +40,7 @@ def aeguard_detectors() -> list[DetectorRecord]:
         DetectorRecord(
             name="sae_ood", target="aeguard.plugins.sae_ood.detector:SAEOODDetector",
             description="SAE-feature OOD (aeguard scoring)",
-            modalities=("tabular", "embedding"), accepts_classes=True, mss_compatible=True,
+            accepts_classes=True, mss_compatible=True,
         ),
     ]
     records += [

@@ -121,6 +121,8 @@ class SAEOODDetector(MSSMixin, DeepDetector):
     """
 
     accepts_classes: ClassVar[bool] = True
+    #: tables only (backbone embeddings are tables too: ``input_mode="embedding"``); raw pixels are not wired yet
+    modalities: ClassVar[tuple[str, ...]] = ("tabular",)
 
     param_spec: ClassVar[dict[str, Spec]] = {
         **TRAINING_SPEC,
