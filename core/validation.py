@@ -104,10 +104,10 @@ def check_features(
     elif names_required and not _is_frame(X):
         raise ValueError("this detector was fitted on named columns; pass a DataFrame")
     if len(X) == 0 if _is_frame(X) else np.shape(X)[:1] == (0,):
-        raise ValueError("no rows: the input has no data rows (a header or shape only)")
+        raise ValueError("empty input: no rows (a header or shape only, no data)")
     arr = _as_float_matrix(X)
     if arr.shape[0] == 0:
-        raise ValueError("no rows: the input has no data rows (a header or shape only)")
+        raise ValueError("empty input: no rows (a header or shape only, no data)")
     if arr.shape[1] == 0:
         raise ValueError("input has no feature columns")
     expected = n_features if n_features is not None else (len(feature_names) if feature_names else None)
