@@ -70,7 +70,7 @@ def error_status(exc: BaseException) -> str:
 
 
 def _run(cell: Cell, row: dict[str, Any]) -> None:
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    from aeguard.core.metrics import average_precision, roc_auc
 
     X, y = load_labelled(cell.source, cell.data_dir)
     detector = build_detector(cell.detector, cell.seed)
@@ -87,8 +87,8 @@ def _run(cell: Cell, row: dict[str, Any]) -> None:
     row["peak_rss_mb"] = memory.peak_mb
     if scores.shape != (len(X_test),) or not np.all(np.isfinite(scores)):
         raise ValueError(f"detector returned {np.sum(~np.isfinite(scores))} non-finite or misshapen scores")
-    row["roc_auc"] = float(roc_auc_score(y_test, scores))
-    row["ap"] = float(average_precision_score(y_test, scores))
+    row["roc_auc"] = roc_auc(y_test, scores)
+    row["ap"] = average_precision(y_test, scores)
 
 
 _WARMED: set[str] = set()

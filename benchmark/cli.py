@@ -46,6 +46,13 @@ def benchmark_cmd(
     report_only: bool = typer.Option(False, "--report-only", help="Only rebuild the report from OUT/results.csv."),
     report_to: Path = typer.Option(None, "--report-to", help="Also write the Markdown report to this path, with "
                                    "its figures in figures/ next to it (e.g. docs/benchmarks/odds.md)."),
+    with_: list[Path] = typer.Option(None, "--with", help="Also rank the detectors of another run on the same "
+                                     "protocol: its folder, its results.csv, or (when only that is left) a report "
+                                     "page `aeguard benchmark` wrote (per-dataset mean ± std). Repeatable; a "
+                                     "detector already in OUT or an earlier --with is not taken again; the report "
+                                     "names each source."),
+    with_detectors: str = typer.Option(None, "--with-detectors", help="Comma-separated detector labels to take from "
+                                       "the --with sources (default: all they have)."),
     progress: bool = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on in an "
                                   "interactive terminal, off in pipes and CI)."),
 ) -> None:
@@ -56,8 +63,9 @@ def benchmark_cmd(
     OUT/results.csv (appended as cells finish), OUT/run.json, OUT/report.md, OUT/report.html.
     """
     out = out or Path("runs") / ("odds" if suite == "odds" else Path(suite).expanduser().resolve().name)
+    merge = {"merge": list(with_ or []), "merge_detectors": _labels(with_detectors)}
     if report_only:
-        typer.echo("wrote " + ", ".join(map(str, _reports(out, report_to))))
+        typer.echo("wrote " + ", ".join(map(str, _reports(out, report_to, **merge))))
         return
 
     from .runner import expand_detectors, resolve_suite, run_benchmark
@@ -73,7 +81,7 @@ def benchmark_cmd(
         return
     summary = run_benchmark(chosen, specs, seeds, out, workers=workers, backend=backend, scheduler=scheduler,
                             progress=progress, argv=["aeguard", *sys.argv[1:]], baseline_scaling=baseline_scaling)
-    written = _reports(out, report_to)
+    written = _reports(out, report_to, **merge)
     failed = f", {summary.failed} failed (see the report)" if summary.failed else ""
     typer.echo(f"{summary.ran} cells run in {summary.wall_seconds:.1f} s ({summary.skipped} already done"
                f"{failed}); wrote {out / 'results.csv'}, " + ", ".join(map(str, written)))
@@ -96,12 +104,22 @@ def _run_protocol(name: str, suite: Any, out: Path, epochs: int | None, progress
                f"wrote {path}, {report}")
 
 
-def _reports(out: Path, report_to: Path | None) -> list[Path]:
+def _labels(text: str | None) -> list[str] | None:
+    from .protocol import parse_detector_list
+
+    return parse_detector_list(text) if text else None
+
+
+def _reports(out: Path, report_to: Path | None, merge: list[Path] | None = None,
+             merge_detectors: list[str] | None = None) -> list[Path]:
+    """``OUT/report.md`` + ``.html``, and the ``--report-to`` page (``--with`` sources are read before it is
+    written, so a page may be both a source and the target)."""
     from .report import build_report
 
-    written = build_report(out)
+    written = build_report(out, merge=merge, merge_detectors=merge_detectors)
     if report_to is not None:
-        written += build_report(out, md_path=report_to, fig_dir=Path(report_to).parent / "figures", write_html=False)
+        written += build_report(out, md_path=report_to, fig_dir=Path(report_to).parent / "figures", write_html=False,
+                                merge=merge, merge_detectors=merge_detectors)
     return written
 
 

@@ -5,10 +5,15 @@ average rank; wins/ties/losses of each aeguard detector against each baseline; a
 difference style plots (Friedman average ranks with the Nemenyi CD at alpha = 0.05); and fit/score time as a
 ratio to ``iforest`` measured in the same run. Both files are rendered from one list of blocks, so they always
 say the same thing.
+
+Rows of other runs on the same protocol can join the ranking (``--with``): another run's ``results.csv``, or, when
+only its report page survives, the per-dataset mean +- std tables of that page (:func:`read_report_page`). The
+report names every such source and which detectors came from it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import math
@@ -43,11 +48,29 @@ class Report:
         self.blocks.append((kind, payload))
 
 
+@dataclass
+class Source:
+    """Where rows of other runs came from (``--with``): a results.csv (``kind="results"``, per-seed rows) or a
+    report page (``kind="page"``, per-dataset mean +- std only, in ``stats``)."""
+
+    path: Path
+    kind: str
+    detectors: list[str]
+    command: str | None = None
+    sha256: str = ""
+    seeds: int | None = None
+    stats: dict[str, tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]] = field(default_factory=dict)
+
+
 def build_report(out: Path, md_path: Path | None = None, html_path: Path | None = None,
-                 fig_dir: Path | None = None, title: str | None = None, write_html: bool = True) -> list[Path]:
+                 fig_dir: Path | None = None, title: str | None = None, write_html: bool = True,
+                 merge: list[Path] | None = None, merge_detectors: list[str] | None = None) -> list[Path]:
     """Write the report of the run in ``out``; returns the paths written (Markdown, then HTML).
 
-    Defaults: ``out/report.md``, ``out/report.html``, figures in ``out/figures``.
+    Defaults: ``out/report.md``, ``out/report.html``, figures in ``out/figures``. ``merge``: other runs' results
+    (a run folder, its results.csv, or a report page this function wrote) whose detectors join the tables and
+    ranks, limited to ``merge_detectors`` when given; a detector already present (in ``out`` or an earlier
+    source) is never taken again, so rows of one label always come from one run.
     """
     out = Path(out)
     md_path = Path(md_path) if md_path else out / "report.md"
@@ -57,8 +80,9 @@ def build_report(out: Path, md_path: Path | None = None, html_path: Path | None 
     if not rows:
         raise ValueError(f"no results in {out / 'results.csv'}; run `aeguard benchmark` first")
     run = _read_run(out / "run.json")
-    frame = _label_raw_baselines(pd.DataFrame(rows), run)
-    report = compose(frame, run, fig_dir, md_path.parent, title)
+    frame = _label_raw_baselines(pd.DataFrame(rows), run).assign(source=0)
+    frame, sources = merge_sources(frame, merge or [], merge_detectors)
+    report = compose(frame, run, fig_dir, md_path.parent, title, sources)
     _protocols_section(report, out)
     md_path.parent.mkdir(parents=True, exist_ok=True)
     md_path.write_text(render_markdown(report))
@@ -76,6 +100,112 @@ def _read_run(path: Path) -> dict[str, Any]:
         return {}
 
 
+# --- other runs (--with) -----------------------------------------------------------------------------
+
+#: columns measured by the run that wrote them: not comparable with this run's, so merged rows drop them
+_RUN_BOUND = ("fit_seconds", "score_seconds", "peak_rss_mb")
+
+
+def merge_sources(frame: pd.DataFrame, paths: list[Path], wanted: list[str] | None = None
+                  ) -> tuple[pd.DataFrame, list[Source]]:
+    """``frame`` plus the rows of each source's detectors that are in ``wanted`` (all when None) and not present
+    yet; returns the frame (merged rows carry ``source`` = their 1-based source number and no times) and the
+    sources. A source that adds nothing, or a wanted detector found nowhere, is an error (a typo would otherwise
+    drop a row from the ranking silently)."""
+    present = set(frame["detector"])
+    sources: list[Source] = []
+    for number, path in enumerate(map(Path, paths), 1):
+        path = path / "results.csv" if path.is_dir() else path
+        if not path.is_file():
+            raise ValueError(f"--with {path}: no such file (give a run folder, its results.csv or a report page)")
+        if path.suffix == ".md":
+            source = read_report_page(path)
+            for metric, tables in source.stats.items():
+                source.stats[metric] = tuple(t[[d for d in t.columns if _take(d, wanted, present)]] for t in tables)
+            source.detectors = list(source.stats["roc_auc"][0].columns) if source.stats else []
+        else:
+            rows = read_results(path)
+            if not rows:
+                raise ValueError(f"--with {path}: no results")
+            run = _read_run(path.parent / "run.json")
+            other = _label_raw_baselines(pd.DataFrame(rows), run)
+            other = other[[_take(d, wanted, present) for d in other["detector"]]]
+            other = other.assign(source=number, **{c: np.nan for c in _RUN_BOUND})
+            frame = pd.concat([frame, other], ignore_index=True)
+            source = Source(path, "results", list(dict.fromkeys(other["detector"])), run.get("command"),
+                            _sha256(path))
+        if not source.detectors:
+            raise ValueError(f"--with {path}: adds no detector"
+                             + (f" of {', '.join(wanted)}" if wanted else "") + " that is not already in the report")
+        present |= set(source.detectors)
+        sources.append(source)
+    missing = [d for d in wanted or [] if d not in present]
+    if missing and paths:
+        raise ValueError(f"--with-detectors: {', '.join(missing)} found in no source")
+    return frame, sources
+
+
+def _take(detector: str, wanted: list[str] | None, present: set[str]) -> bool:
+    return detector not in present and (wanted is None or detector in wanted)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+_CELL = re.compile(r"^\*{0,2}([-+]?\d*\.?\d+)(?: ± (\d*\.?\d+))?\*{0,2}$")
+
+
+def read_report_page(path: Path) -> Source:
+    """The per-dataset ROC-AUC and AP tables (mean +- std over seeds) of a Markdown report written by
+    :func:`build_report`, for when a run's results.csv is gone but its page is committed.
+
+    A page from before ``--baseline-scaling`` (no "Baseline input:" item) fitted its baselines on raw features
+    under the bare names, so they are labelled ``NAME(scaling=none)``, as :func:`build_report` labels such a run.
+    """
+    text = Path(path).read_text()
+    seeds = re.search(r"^- Seeds: ([\d, ]+)\.", text, re.M)
+    n_seeds = len(seeds.group(1).split(",")) if seeds else None
+    stats: dict[str, tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]] = {}
+    for metric, label in METRICS.items():
+        section = re.search(rf"^## {re.escape(label)} per dataset \(mean ± std over seeds\)\n\n((?:\|.*\n)+)", text,
+                            re.M)
+        if section is None:
+            raise ValueError(f"--with {path}: no '{label} per dataset' table (not a page of `aeguard benchmark`)")
+        lines = [line.strip().strip("|").split(" | ") for line in section.group(1).splitlines()]
+        detectors = [h.strip().strip("`") for h in lines[0][1:]]
+        means, stds = {}, {}
+        for cells in lines[2:]:
+            dataset = cells[0].strip()
+            if dataset.startswith("**"):  # the mean and avg-rank rows
+                continue
+            parsed = [_CELL.match(c.strip()) for c in cells[1:]]
+            means[dataset] = [float(m.group(1)) if m else np.nan for m in parsed]
+            stds[dataset] = [float(m.group(2)) if m and m.group(2) else np.nan for m in parsed]
+        mean = pd.DataFrame.from_dict(means, orient="index", columns=detectors)
+        std = pd.DataFrame.from_dict(stds, orient="index", columns=detectors)
+        count = mean.notna().astype(float) * (n_seeds or np.nan)
+        stats[metric] = (mean, std, count)
+    if "Baseline input:" not in text:
+        stats = {m: tuple(t.rename(columns=_raw_label) for t in tables) for m, tables in stats.items()}
+    command = re.search(r"^- (?:Command|Invocation \d+): `([^`]+)`", text, re.M)
+    return Source(Path(path), "page", list(stats["roc_auc"][0].columns), command.group(1) if command else None,
+                  _sha256(path), n_seeds, stats)
+
+
+def _source_text(number: int, source: Source) -> str:
+    """The source as it was given (``--with`` path), with the sha256 that pins its content."""
+    dets = ", ".join(f"`{d}`" for d in source.detectors)
+    where = f"`{source.path.as_posix()}` (sha256 {source.sha256[:12]})"
+    command = f", written by `{source.command}`" if source.command else ""
+    if source.kind == "page":
+        return (f"Merged source {number}: {dets}: per-dataset mean ± std over {source.seeds or '?'} seeds read from "
+                f"the report page {where}{command}. No per-seed rows: these columns have no times and no failed "
+                "cells here.")
+    return (f"Merged source {number}: {dets}: per-seed rows from {where}{command}. Their times were measured in "
+            "that run, so they are left out of the time ratios.")
+
+
 # --- analysis ----------------------------------------------------------------------------------------
 
 
@@ -86,12 +216,13 @@ def _label_raw_baselines(frame: pd.DataFrame, run: dict[str, Any]) -> pd.DataFra
 
     if not run or records_baseline_scaling(run):
         return frame
+    return frame.assign(detector=frame["detector"].map(_raw_label))
 
-    def relabel(spec: str) -> str:
-        bare = is_baseline(spec) and SCALING_PARAM not in parse_detector_spec(spec)[2]
-        return with_param(spec, SCALING_PARAM, "none") if bare and baseline_scaling(spec) else spec
 
-    return frame.assign(detector=frame["detector"].map(relabel))
+def _raw_label(spec: str) -> str:
+    """The label a baseline fitted on raw features carries today: ``ocsvm`` -> ``ocsvm(scaling=none)``."""
+    bare = is_baseline(spec) and SCALING_PARAM not in parse_detector_spec(spec)[2]
+    return with_param(spec, SCALING_PARAM, "none") if bare and baseline_scaling(spec) else spec
 
 
 def detector_order(specs: list[str]) -> list[str]:
@@ -164,18 +295,27 @@ def geometric_mean(values: pd.Series) -> float:
 
 
 def compose(frame: pd.DataFrame, run: dict[str, Any], fig_dir: Path, base_dir: Path,
-            title: str | None = None) -> Report:
+            title: str | None = None, sources: list[Source] | None = None) -> Report:
     report = Report()
-    detectors = detector_order(list(dict.fromkeys(frame["detector"])))
+    sources = sources or []
+    if "source" not in frame:
+        frame = frame.assign(source=0)
+    pages = [s for s in sources if s.kind == "page"]
+    detectors = detector_order(list(dict.fromkeys([*frame["detector"], *(d for s in pages for d in s.detectors)])))
     ours = [d for d in detectors if not is_baseline(d)]
     baselines = [d for d in detectors if is_baseline(d)]
     datasets = sorted(frame["dataset"].unique())
     suite = run.get("suite", "")
     report.add("h1", title or ("aeguard on ODDS: offline benchmark" if suite == "odds" else "aeguard benchmark"))
-    _run_section(report, frame, run, detectors, datasets, ours, baselines)
+    _run_section(report, frame, run, detectors, datasets, ours, baselines,
+                 [_source_text(n, s) for n, s in enumerate(sources, 1)])
     _data_section(report, frame, run)
     fig_dir.mkdir(parents=True, exist_ok=True)
     stats = {m: summarize(frame, m, detectors, datasets) for m in METRICS}
+    for page in pages:
+        for metric in METRICS:
+            stats[metric] = tuple(ours_t.fillna(theirs.reindex(index=datasets, columns=detectors)) for ours_t, theirs
+                                  in zip(stats[metric], page.stats[metric]))
     _summary_section(report, frame, stats, detectors, ours)
     for metric, label in METRICS.items():
         _metric_section(report, stats[metric], detectors, datasets, label)
@@ -183,21 +323,22 @@ def compose(frame: pd.DataFrame, run: dict[str, Any], fig_dir: Path, base_dir: P
     _figures_section(report, stats, detectors, fig_dir, base_dir)
     _timing_section(report, frame, detectors, fig_dir, base_dir)
     _failures_section(report, frame)
-    _method_section(report)
+    _method_section(report, sources)
     return report
 
 
 def _run_section(report: Report, frame: pd.DataFrame, run: dict[str, Any], detectors: list[str],
-                 datasets: list[str], ours: list[str], baselines: list[str]) -> None:
-    seeds = sorted(int(s) for s in frame["seed"].unique())
-    n_ok = int((frame["status"] == OK).sum())
+                 datasets: list[str], ours: list[str], baselines: list[str], merged: list[str]) -> None:
+    own = frame[frame["source"] == 0]
+    seeds = sorted(int(s) for s in own["seed"].unique())
+    n_ok = int((own["status"] == OK).sum())
     report.add("h2", "What was run")
     items = [
         f"Datasets: {len(datasets)} ({', '.join(datasets)}).",
         f"Detectors: {len(detectors)}; aeguard: {', '.join(f'`{d}`' for d in ours) or 'none'}; "
         f"PyOD baselines (PyOD defaults): {', '.join(f'`{d}`' for d in baselines) or 'none'}.",
-        f"Seeds: {', '.join(map(str, seeds))}. Cells: {len(frame)} in results.csv, {n_ok} ok, "
-        f"{len(frame) - n_ok} failed.",
+        f"Seeds: {', '.join(map(str, seeds))}. Cells: {len(own)} in results.csv, {n_ok} ok, "
+        f"{len(own) - n_ok} failed.",
         "Protocol: stratified 60 % fit / 40 % test split per seed (the seed also sets every detector's "
         "initialisation and subsampling), fit split capped at 20,000 rows, test split kept whole; no outlier "
         "label is used for any choice; all detectors see the same splits.",
@@ -220,7 +361,7 @@ def _run_section(report: Report, frame: pd.DataFrame, run: dict[str, Any], detec
         items.append("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + "."
                      + ("" if all(r.get("versions", versions) == versions for r in invocations) else
                         " Earlier invocations ran other versions (see run.json)."))
-    report.add("ul", items)
+    report.add("ul", items + merged)
 
 
 #: what each ``scaling`` value feeds a baseline, for the report
@@ -429,9 +570,8 @@ def _timing_section(report: Report, frame: pd.DataFrame, detectors: list[str], f
     header = ["detector", f"fit / {REFERENCE} (geo. mean)", "min–max over datasets", f"score / {REFERENCE}",
               "median fit s", "median score s", "total s", "peak RSS MB (median / max)"]
     rows = []
-    for det in detectors:
-        if det not in fit_ratio:
-            continue
+    timed = [d for d in detectors if d in fit_ratio and fit_ratio[d].notna().any()]
+    for det in timed:
         f, s = fit_ratio[det].dropna(), score_ratio[det].dropna()
         group = secs.get_group(det)
         rows.append([f"`{det}`", _ratio(geometric_mean(f)),
@@ -441,8 +581,7 @@ def _timing_section(report: Report, frame: pd.DataFrame, detectors: list[str], f
                      f"{_num(group['peak_rss_mb'].median(), 0)} / {_num(group['peak_rss_mb'].max(), 0)}"])
     report.add("table", (header, rows, set()))
     path = fig_dir / "time_ratio.png"
-    plot_time_ratios(fit_ratio.reindex(columns=[d for d in detectors if d in fit_ratio]),
-                     score_ratio.reindex(columns=[d for d in detectors if d in score_ratio]), path)
+    plot_time_ratios(fit_ratio.reindex(columns=timed), score_ratio.reindex(columns=timed), path)
     report.add("img", (_rel(path, base_dir), f"fit and score time as a ratio to {REFERENCE}"))
     report.add("p", "Seconds are wall-clock times inside one worker (fit includes the fit-set scores that set "
                     "the threshold; score is `decision_function` on the whole test split). Cells ran in "
@@ -480,10 +619,13 @@ def _protocols_section(report: Report, out: Path) -> None:
         report.add("table", (header, rows, set()))
 
 
-def _method_section(report: Report) -> None:
+def _method_section(report: Report, sources: list[Source]) -> None:
     report.add("h2", "Reproduce")
+    merged = (" plus `--with SOURCE` for each merged source above (and `--with-detectors` with the detectors "
+              "listed there)" if sources else "")
     report.add("p", "Rerunning the command above with the same `--out` skips finished cells; "
-                    "`aeguard benchmark --report-only --out OUT` rebuilds this report from `OUT/results.csv`.")
+                    f"`aeguard benchmark --report-only --out OUT`{merged} rebuilds this report from "
+                    "`OUT/results.csv`.")
 
 
 # --- figures -----------------------------------------------------------------------------------------

@@ -13,10 +13,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.exceptions import NotFittedError
 
 from aeguard.core import thresholds as th
 from aeguard.core.params import check_params
 from aeguard.core.validation import (
+    check_classes,
     check_features,
     check_labels,
     check_scores,
@@ -32,6 +34,20 @@ class ScoreOutput:
     score: np.ndarray
     contrib: np.ndarray | None = None
     components: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def from_outputs(cls, outs: dict[str, np.ndarray]) -> ScoreOutput:
+        """From named graph outputs: float64 score and contrib; components float64, integer ones int64."""
+        comps = {k: as_component(v) for k, v in outs.items() if k not in ("score", "contrib")}
+        contrib = outs.get("contrib")
+        return cls(np.asarray(outs["score"], dtype=np.float64),
+                   None if contrib is None else np.asarray(contrib, dtype=np.float64), comps)
+
+
+def as_component(values: np.ndarray) -> np.ndarray:
+    """A component output as callers see it: integers (a predicted class) stay int64, the rest float64."""
+    values = np.asarray(values)
+    return values.astype(np.int64 if np.issubdtype(values.dtype, np.integer) else np.float64)
 
 
 def fingerprint(X: np.ndarray) -> dict[str, Any]:
@@ -60,7 +76,9 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     Subclasses declare their hyperparameters explicitly in ``__init__`` (each stored unchanged under its
     own name, scikit-learn style; ``contamination`` and ``random_state`` among them) and implement:
 
-    - ``_fit(X, y)``: learn from a validated float64 matrix; ``y`` is ``None`` or optional labels.
+    - ``_fit(X, y)``: learn from a validated float64 matrix; ``y`` is ``None`` or optional labels. A detector
+      with ``accepts_classes = True`` gets ``_fit(X, y, classes=codes)``: integer class codes ``0..K-1`` of the
+      class labels (``class_labels_`` holds the labels), or None.
     - ``_score(X) -> ScoreOutput``: score a validated float64 matrix.
     - ``_fit_scores(X)`` (optional): fit-set scores for the threshold when they differ from ``_score``.
 
@@ -68,6 +86,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     """
 
     exportable: ClassVar[bool] = False
+    #: whether ``fit(X, classes=...)`` is accepted (class labels, never outlier labels); enforced in :meth:`fit`
+    accepts_classes: ClassVar[bool] = False
     contamination: Any = 0.1
     random_state: Any = None
 
@@ -82,15 +102,25 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         return self._score(X).score
 
     # --- estimator API ---------------------------------------------------------------------------
-    def fit(self, X: Any, y: Any = None) -> BaseDetector:
-        """Fit on ``X`` (array or DataFrame); ``y`` is optional and ignored by unsupervised detectors."""
+    def fit(self, X: Any, y: Any = None, classes: Any = None) -> BaseDetector:
+        """Fit on ``X`` (array or DataFrame); ``y`` is optional and ignored by unsupervised detectors.
+
+        ``classes``: optional class labels of the (normal) rows, one per row, for detectors that model classes
+        (their record says ``accepts_classes``); they are never outlier labels.
+        """
         th.check_contamination(self.contamination)
+        if classes is not None and not type(self).accepts_classes:
+            raise ValueError(f"{type(self).__name__} does not accept class labels (classes=...); "
+                             "only detectors whose record says accepts_classes do")
         check_params(self)  # declared types and ranges (aeguard.core.params), before any work
         names = feature_names_of(X)
-        X_arr = check_features(X)
-        if X_arr.shape[0] < 2:
-            raise ValueError(f"need at least 2 rows to fit, got {X_arr.shape[0]}")
+        X_arr = check_features(X, min_samples=2)
         y_arr = check_labels(y, X_arr.shape[0])
+        codes = None
+        if classes is not None:
+            self.class_labels_, codes = check_classes(classes, X_arr.shape[0])
+        elif hasattr(self, "class_labels_"):
+            del self.class_labels_
         self.n_features_in_ = X_arr.shape[1]
         if names is not None:
             self.feature_names_in_ = np.asarray(names, dtype=object)
@@ -98,7 +128,10 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             del self.feature_names_in_
         self.seed_ = resolve_seed(self.random_state)
         self.fingerprint_ = fingerprint(X_arr)
-        self._fit(X_arr, y_arr)
+        if codes is None:
+            self._fit(X_arr, y_arr)
+        else:
+            self._fit(X_arr, y_arr, classes=codes)
         scores = check_scores(self._fit_scores(X_arr))
         self.decision_scores_ = scores
         self.calibration_ = th.calibration_from_scores(scores)
@@ -115,16 +148,20 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             return [str(n) for n in self.feature_names_in_]
         return default_feature_names(self.n_features_in_)
 
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "threshold_")
+
     def _check_fitted(self) -> None:
-        if not hasattr(self, "threshold_"):
-            raise RuntimeError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
+        """scikit-learn's ``NotFittedError`` (a ``ValueError`` and an ``AttributeError``) before ``fit``."""
+        if not self.__sklearn_is_fitted__():
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
 
     def _validate(self, X: Any) -> np.ndarray:
         """Check ``X`` against the fitted layout: by column name when both sides have names, else by width."""
         self._check_fitted()
         by_name = hasattr(self, "feature_names_in_") and feature_names_of(X) is not None
         names = [str(n) for n in self.feature_names_in_] if by_name else None
-        return check_features(X, feature_names=names, n_features=self.n_features_in_)
+        return check_features(X, feature_names=names, n_features=self.n_features_in_, owner=type(self).__name__)
 
     def score_output(self, X: Any) -> ScoreOutput:
         """Full scoring output (score, contributions, components) for validated ``X``."""
@@ -166,6 +203,10 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             self.contamination = th.check_contamination(contamination)
         self.labels_ = th.labels(self.decision_scores_, self.threshold_)
         return self
+
+    def manifest_extra(self) -> dict[str, Any]:
+        """A JSON block this detector adds to its artifact manifest (``extra``); default: nothing."""
+        return {}
 
     # --- export -----------------------------------------------------------------------------------
     def export_onnx(self, path: Any, variant: str = "fp32") -> dict[str, Any]:

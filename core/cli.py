@@ -268,6 +268,8 @@ def score_cmd(
                                       "fit-set scores (float in [0, 0.5] or 'auto'), as the server does.",
                                       show_default="the artifact's"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    trusted_keys: Path = typer.Option(None, "--trusted-keys", envvar="AEGUARD_TRUSTED_KEYS",
+                                      help="Folder of Ed25519 *.pub keys: refuse artifacts not signed by one."),
 ) -> None:
     """Score DATA with an artifact: CSV with columns score,label,probability in input order."""
     import pandas as pd
@@ -278,7 +280,7 @@ def score_cmd(
     if threshold is not None and contamination is not None:
         raise CLIError("give either --threshold or --contamination, not both")
     rate = _contamination(contamination)
-    model = load_artifact(artifact, device=device)
+    model = load_artifact(artifact, device=device, trusted_keys=trusted_keys)
     X, y = read_data(data, label_column)
     passed = ([id_column] if id_column else []) + [c for c in _columns_option(keep_columns) if c != id_column]
     X, kept = _split_columns(X, passed, "--id-column/--keep-columns")

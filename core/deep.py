@@ -2,20 +2,34 @@
 
 A deep plugin subclasses :class:`DeepDetector` and provides three things (PyOD ``base_dl`` style):
 
-1. ``build_model(n_features) -> nn.Module``: the framework-free torch model (its ``torch_model.py``).
-2. ``training_loss(model, z) -> Tensor``: the loss on a batch ``z`` of standardized rows.
+1. ``build_model(data) -> nn.Module``: the framework-free torch model (its ``torch_model.py``); ``data`` is the
+   :class:`FitData` (standardized rows, split apart, optional classes), so constants measured on the data
+   (medians, bias vectors, cluster centres) can be built into the model as buffers and become graph constants.
+2. ``training_loss(model, z) -> Tensor``: the loss on a batch ``z`` of standardized rows (the default stage).
 3. the score, as a method of the model: ``model.score_against(z, target) -> dict`` with ``"score"`` (B),
-   ``"contrib"`` (B x d) and any named components (B). ``target`` is ``z`` unless a target transform
-   (mean-shift scoring) replaces it, which is why scoring is written "against" a target.
+   ``"contrib"`` (B x d) and any named components (B; float or integer such as a predicted class). ``target`` is
+   ``z`` unless a target transform (mean-shift scoring) replaces it, which is why scoring is written "against".
 
-Optional hooks cover the other detectors without special cases: ``fit_after_training(model, z_fit)`` for
-latent statistics or reference sets (store them as buffers so they become graph constants), and
-``make_target(model, z_fit)`` for a target module whose fit-set targets may differ from the new-point path.
+Optional hooks cover the other detectors without special cases, in the order they run:
+
+- ``prepare(data)``: statistics needed before the model exists (store them as ``*_`` attributes);
+- ``stages(model, data) -> list[Stage]``: several training stages, each with its loss, trained parameters (the
+  rest frozen), tensors (inputs and per-row targets), epochs, batch size, lr, validation loss with patience in
+  epochs, and after-step hooks (renormalisation, projections, counters); default: one stage of
+  ``training_loss`` over all parameters with the detector's ``epochs``, ``lr``, ``batch_size``,
+  ``early_stopping`` (epochs), ``restore_best`` and ``configure_optimizer``;
+- ``fit_after_training(model, data)``: latent statistics or reference sets, with training and validation rows
+  apart (``data.z_train`` / ``data.z_val``); store them as buffers so they become graph constants;
+- ``make_target(model, data)``: a target module whose fit-set targets may differ from the new-point path;
+- ``manifest_extra()``: a JSON block for the artifact manifest.
+
+Modules whose class sets ``keep_fp32 = True`` are declared FP32: the INT8 edge variant keeps every node
+exported from them in float (distances, whitening, anything feeding TopK/ArgMin).
 
 Why manual optimisation: on small tables a full-batch step costs well under a millisecond, while a
 Lightning epoch costs several. One Lightning "epoch" therefore runs ``epochs_per_step`` optimiser epochs
-inside ``training_step``; Lightning still owns device placement, seeding, callbacks, early stopping and
-validation. ``aeguard bench-train`` measures what is left of the overhead against a bare torch loop.
+inside ``training_step``; Lightning still owns device placement, seeding and the loop.
+``aeguard bench-train`` measures what is left of the overhead against a bare torch loop.
 """
 
 from __future__ import annotations
@@ -25,6 +39,8 @@ import logging
 import math
 import os
 import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,6 +50,118 @@ from torch import nn
 from aeguard.core.base import BaseDetector, ScoreOutput
 
 _LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
+
+
+@dataclass(frozen=True)
+class FitData:
+    """What a deep plugin sees while fitting: the standardized fit rows with the split and optional classes.
+
+    ``z`` holds every fit row (float32, in fit order); ``train_idx`` / ``val_idx`` index the seeded, label-free
+    split (``val_idx`` is empty without ``val_fraction``). ``classes`` are integer codes ``0..n_classes-1`` of the
+    class labels given to ``fit(X, classes=...)`` (never the outlier labels ``y``), or None.
+    """
+
+    z: np.ndarray
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    seed: int
+    classes: np.ndarray | None = None
+    n_classes: int = 0
+
+    @property
+    def z_train(self) -> np.ndarray:
+        return self.z[self.train_idx]
+
+    @property
+    def z_val(self) -> np.ndarray | None:
+        return self.z[self.val_idx] if len(self.val_idx) else None
+
+    @property
+    def classes_train(self) -> np.ndarray | None:
+        return None if self.classes is None else self.classes[self.train_idx]
+
+    @property
+    def classes_val(self) -> np.ndarray | None:
+        return None if self.classes is None or not len(self.val_idx) else self.classes[self.val_idx]
+
+    @property
+    def n_features(self) -> int:
+        return int(np.prod(self.z.shape[1:]))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(v) for v in self.z.shape[1:])
+
+
+def _adam(parameters: list[nn.Parameter], stage: Stage) -> tuple[torch.optim.Optimizer, Any]:
+    return torch.optim.Adam(parameters, lr=stage.lr), None
+
+
+@dataclass
+class Stage:
+    """One training stage; the base runs a plugin's stages in order, each as one Lightning fit.
+
+    - ``loss(model, *tensors) -> Tensor`` on a batch of the stage's tensors;
+    - ``tensors(data)``: the arrays batched together (same rows; inputs and per-row targets), default
+      ``(data.z_train,)``; ``val_tensors(data)``: the validation arrays, default ``(data.z_val,)`` when ``tensors``
+      is the default, else none (no validation unless given);
+    - ``parameters(model)``: what the stage trains; every other parameter is frozen for the stage;
+    - ``val_loss``: the validation loss (default ``loss``), checked every ``val_every`` epochs (default
+      ``epochs_per_step``); ``patience`` in epochs (None: no early stopping); ``restore_best`` puts back the
+      weights of the best validation loss;
+    - ``optimizer(parameters, stage) -> (optimizer, scheduler or None)``; default Adam with ``lr``; the scheduler
+      steps once per epoch;
+    - ``after_backward(model)`` (gradient projections) and ``after_step(model)`` (renormalisation, counters; run
+      under ``no_grad``) run around every optimiser step.
+    """
+
+    loss: Callable[..., torch.Tensor]
+    name: str = "fit"
+    tensors: Callable[[FitData], tuple[np.ndarray, ...]] | None = None
+    val_tensors: Callable[[FitData], tuple[np.ndarray, ...] | None] | None = None
+    parameters: Callable[[nn.Module], Iterable[nn.Parameter]] | None = None
+    epochs: int = 100
+    batch_size: int | None = None
+    lr: float = 1e-3
+    optimizer: Callable[[list[nn.Parameter], Stage], tuple[torch.optim.Optimizer, Any]] = field(default=_adam)
+    val_loss: Callable[..., torch.Tensor] | None = None
+    patience: int | None = None
+    val_every: int | None = None
+    restore_best: bool = False
+    after_backward: Callable[[nn.Module], None] | None = None
+    after_step: Callable[[nn.Module], None] | None = None
+    epochs_per_step: int = 50
+
+    def check(self) -> None:
+        """Refuse settings the loop cannot run, naming the stage and the setting."""
+        for name, low in (("epochs", 1), ("epochs_per_step", 1), ("val_every", 1), ("batch_size", 1),
+                          ("patience", 0)):
+            value = getattr(self, name)
+            if value is None and name in ("val_every", "batch_size", "patience"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"stage {self.name!r}: {name} must be an int >= {low}, got {value!r}")
+        if self.val_every is None:
+            self.val_every = self.epochs_per_step
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr >= 0):
+            raise ValueError(f"stage {self.name!r}: lr must be a number >= 0, got {self.lr!r}")
+
+    def train_arrays(self, data: FitData) -> tuple[np.ndarray, ...]:
+        return (data.z_train,) if self.tensors is None else tuple(self.tensors(data))
+
+    def val_arrays(self, data: FitData) -> tuple[np.ndarray, ...] | None:
+        if self.val_tensors is not None:
+            found = self.val_tensors(data)
+            return None if found is None else tuple(found)
+        if self.tensors is None and data.z_val is not None:
+            return (data.z_val,)
+        return None
+
+    def trainable(self, model: nn.Module) -> list[nn.Parameter]:
+        return list(model.parameters() if self.parameters is None else self.parameters(model))
+
+    def validation_loss(self, model: nn.Module, *tensors: torch.Tensor) -> torch.Tensor:
+        return (self.val_loss or self.loss)(model, *tensors)
 
 
 class Standardize(nn.Module):
@@ -115,29 +243,50 @@ class DeepDetector(BaseDetector):
 
     Common hyperparameters (each subclass lists them in its own ``__init__``): ``epochs`` (optimiser
     passes over the fit set), ``lr``, ``batch_size`` (None = full batch), ``val_fraction`` (seeded,
-    label-free hold-out for early stopping / component scales), ``early_stopping`` (patience in
-    Lightning steps, None = off), ``epochs_per_step``, ``device`` and ``verbose``.
+    label-free hold-out for early stopping / component scales), ``early_stopping`` (patience in epochs on the
+    hold-out loss, None = off), ``restore_best``, ``epochs_per_step``, ``device`` and ``verbose``.
     """
 
     exportable = True
 
     # --- plugin hooks ----------------------------------------------------------------------------
-    def build_model(self, n_features: int) -> nn.Module:
+    def prepare(self, data: FitData) -> None:
+        """Statistics the model needs before it exists (store them as ``*_`` attributes); default: nothing."""
+
+    def build_model(self, data: FitData) -> nn.Module:
         raise NotImplementedError
 
     def training_loss(self, model: nn.Module, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def configure_optimizer(self, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
-        """Adam with the detector's ``lr``; override for schedules (the scheduler steps once per epoch)."""
-        return torch.optim.Adam(model.parameters(), lr=getattr(self, "lr", 1e-3)), None
+        """Adam with the detector's ``lr`` for the default stage; override for schedules (stepped per epoch)."""
+        return torch.optim.Adam(model.parameters(), lr=self._param("lr", 1e-3)), None
 
-    def fit_after_training(self, model: nn.Module, z_fit: torch.Tensor) -> None:
+    def default_stage(self, model: nn.Module) -> Stage:
+        """The one stage of a plugin that writes only ``training_loss``: every parameter, the detector's settings."""
+        return Stage(
+            name="fit", loss=self.training_loss, epochs=int(self._param("epochs", 100)),
+            batch_size=self._param("batch_size", None), lr=float(self._param("lr", 1e-3)),
+            optimizer=lambda parameters, stage: self.configure_optimizer(model),
+            patience=self._param("early_stopping", None), restore_best=bool(self._param("restore_best", False)),
+            epochs_per_step=int(self._param("epochs_per_step", 50)),
+        )
+
+    def stages(self, model: nn.Module, data: FitData) -> list[Stage]:
+        """The training stages, run in order; default: :meth:`default_stage`."""
+        return [self.default_stage(model)]
+
+    def fit_after_training(self, model: nn.Module, data: FitData) -> None:
         """Fit statistics after training (latent covariance, reference sets); default: nothing."""
 
-    def make_target(self, model: nn.Module, z_fit: np.ndarray) -> tuple[nn.Module | None, np.ndarray | None]:
-        """Optional target transform and the fit-set targets for the threshold; default: identity."""
+    def make_target(self, model: nn.Module, data: FitData) -> tuple[nn.Module | None, np.ndarray | None]:
+        """Optional target transform and the fit-set targets (all of ``data.z``) for the threshold."""
         return None, None
+
+    def manifest_extra(self) -> dict[str, Any]:
+        """Manifest block of the fit: the split (and each plugin adds its own by extending this)."""
+        return {"split": dict(self.split_)} if hasattr(self, "split_") else {}
 
     # --- helpers for the base --------------------------------------------------------------------
     def _param(self, name: str, default: Any) -> Any:
@@ -156,13 +305,13 @@ class DeepDetector(BaseDetector):
         std = X.std(axis=0, ddof=1)
         return mean, std + 1e-5
 
-    def _train(self, model: nn.Module, z_train: np.ndarray, z_val: np.ndarray | None, seed: int) -> dict[str, Any]:
-        """Train ``model`` in place with Lightning; a hook so a plugin can wrap training (e.g. reuse weights)."""
-        from aeguard.core.training import train_model
+    def _train(self, model: nn.Module, data: FitData) -> dict[str, Any]:
+        """Run the stages with Lightning; a hook so a plugin can wrap training (e.g. reuse cached weights)."""
+        from aeguard.core.training import train_stages
 
-        return train_model(self, model, z_train, z_val, seed=seed)
+        return train_stages(self, model, self.stages(model, data), data)
 
-    def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
+    def _fit(self, X: np.ndarray, y: np.ndarray | None, classes: np.ndarray | None = None) -> None:
         seed = self.seed_
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
@@ -171,12 +320,18 @@ class DeepDetector(BaseDetector):
         self.standardize_ = Standardize(mean, scale)
         z_all = ((X - mean) / scale).astype(np.float32)
         train_idx, val_idx = self._split(len(z_all), rng)
-        model = self.build_model(X.shape[1])
-        self.history_ = self._train(model, z_all[train_idx], z_all[val_idx] if len(val_idx) else None, seed)
+        n_classes = int(classes.max()) + 1 if classes is not None and len(classes) else 0
+        data = FitData(z=z_all, train_idx=train_idx, val_idx=val_idx, seed=seed, classes=classes,
+                       n_classes=n_classes)
+        self.split_ = {"n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "seed": int(seed),
+                       "val_fraction": float(self._param("val_fraction", 0.0) or 0.0)}
+        self.prepare(data)
+        model = self.build_model(data)
+        self.history_ = self._train(model, data)
         model = model.to("cpu").eval()
         with torch.no_grad():
-            self.fit_after_training(model, torch.from_numpy(z_all))
-        target, fit_targets = self.make_target(model, z_all)
+            self.fit_after_training(model, data)
+        target, fit_targets = self.make_target(model, data)
         self.model_ = model
         self.target_ = target
         self._fit_targets = fit_targets
@@ -208,8 +363,7 @@ class DeepDetector(BaseDetector):
             return run_chunked(one, X, chunk_rows(self.bytes_per_row_), self.output_names_)
 
     def _to_output(self, outs: dict[str, np.ndarray]) -> ScoreOutput:
-        comps = {k: v.astype(np.float64) for k, v in outs.items() if k not in ("score", "contrib")}
-        return ScoreOutput(outs["score"].astype(np.float64), outs["contrib"].astype(np.float64), comps)
+        return ScoreOutput.from_outputs(outs)
 
     def _score(self, X: np.ndarray) -> ScoreOutput:
         return self._to_output(self._run_graph(X))

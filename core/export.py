@@ -44,17 +44,29 @@ def node_scope(node: Any) -> tuple[str, ...]:
     """The module path of an ONNX node made by torch's exporters.
 
     The dynamo exporter records it in the ``pkg.torch.onnx.name_scopes`` metadata (``['', 'target', 'mul_2']``:
-    the module path, then the op); the TorchScript exporter in the node name (``/target/MatMul``).
+    the module path, then the op; or ``['', 'model.nearest', 'matmul']`` for a submodule that a method other
+    than ``forward`` calls); the TorchScript exporter in the node name (``/target/MatMul``).
     """
+    path: list[str] = []
     for prop in getattr(node, "metadata_props", []):
         if prop.key == "pkg.torch.onnx.name_scopes":
             import ast
 
-            parts = [p for p in ast.literal_eval(prop.value) if p]
-            return tuple(parts[:-1])
-    if node.name.startswith("/"):
-        return tuple(p for p in node.name.split("/")[1:-1] if p)
-    return ()
+            path = [p for p in ast.literal_eval(prop.value) if p][:-1]
+            break
+    else:
+        if node.name.startswith("/"):
+            path = [p for p in node.name.split("/")[1:-1] if p]
+    # nested modules may be recorded by their full dotted names at every level ('model.encoder.0')
+    dotted = [p for p in path if "." in p]
+    return tuple(max(dotted, key=len).split(".")) if dotted else tuple(path)
+
+
+def _in_scope(path: tuple[str, ...], scope: tuple[str, ...]) -> bool:
+    """``path`` lies in ``scope``; a path recorded relative to an inner module (TorchScript names the modules
+    a method other than ``forward`` calls from that module down: ``/nearest/MatMul`` for ``model.nearest``)
+    matches the scope's tail."""
+    return any(path[:len(scope) - k] == scope[k:] for k in range(len(scope)))
 
 
 def fp32_node_names(model: Any, scopes: Sequence[str]) -> list[str]:
@@ -63,7 +75,7 @@ def fp32_node_names(model: Any, scopes: Sequence[str]) -> list[str]:
     out = []
     for node in model.graph.node:
         path = node_scope(node)
-        if any(path[:len(w)] == w for w in wanted):
+        if any(_in_scope(path, w) for w in wanted):
             out.append(node.name)
     return out
 

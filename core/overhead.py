@@ -36,7 +36,7 @@ def measure_overhead(detector_name: str = "ae", rows: int = 2000, features: int 
                      repeats: int = 3, seed: int = 0) -> dict[str, Any]:
     """Milliseconds per epoch for the three loops (best of ``repeats``) and their ratios to bare torch."""
     from aeguard.core import registry
-    from aeguard.core.deep import torch_threads
+    from aeguard.core.deep import FitData, torch_threads
     from aeguard.core.training import train_model
 
     rng = np.random.default_rng(seed)
@@ -44,16 +44,17 @@ def measure_overhead(detector_name: str = "ae", rows: int = 2000, features: int 
     detector = registry.create(detector_name, epochs=epochs, random_state=seed)
     detector.device_ = "cpu"
     default_chunk = int(getattr(detector, "epochs_per_step", 50))
+    data = FitData(z=z, train_idx=np.arange(rows), val_idx=np.arange(0), seed=seed)
     timings: dict[str, list[float]] = {"torch": [], "lightning chunked": [], "lightning per-epoch": []}
-    train_model(detector, detector.build_model(features), z[:50], None, seed=seed)  # warm-up imports
+    train_model(detector, detector.build_model(data), z[:50], None, seed=seed)  # warm-up imports
     for _ in range(repeats):
         torch.manual_seed(seed)
         with torch_threads():  # the same thread setting the Lightning loop uses
-            timings["torch"].append(_bare_loop(detector, detector.build_model(features), torch.from_numpy(z), epochs))
+            timings["torch"].append(_bare_loop(detector, detector.build_model(data), torch.from_numpy(z), epochs))
         for label, chunk in (("lightning chunked", default_chunk), ("lightning per-epoch", 1)):
             detector.epochs_per_step = chunk
             torch.manual_seed(seed)
-            history = train_model(detector, detector.build_model(features), z, None, seed=seed)
+            history = train_model(detector, detector.build_model(data), z, None, seed=seed)
             timings[label].append(history["train_seconds"])
     best = {k: min(v) * 1000.0 / epochs for k, v in timings.items()}
     return {

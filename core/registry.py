@@ -30,6 +30,9 @@ class DetectorRecord:
     modalities: tuple[str, ...] = ("tabular",)
     uses_labels: bool = False
     exports_onnx: bool = True
+    #: the class accepts ``fit(X, classes=...)`` (class labels of normal data); must equal the class's own
+    #: ``accepts_classes``, which ``BaseDetector.fit`` enforces (a test checks every record)
+    accepts_classes: bool = False
     mss_compatible: bool = False
     #: constructor arguments fixed by the record (one adapter class can back several names)
     fixed_params: tuple[tuple[str, Any], ...] = ()

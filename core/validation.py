@@ -2,7 +2,10 @@
 
 Everything that enters a detector passes through :func:`check_features`, so a bad batch fails with one
 ``ValueError`` that names the problem (which column, which row) instead of a shape error deep inside torch
-or onnxruntime. Only numpy and pandas are imported here.
+or onnxruntime. Where scikit-learn has a wording for a problem (1-D input, too few samples, no features,
+sparse, complex or object input, a feature-count mismatch) the message contains it, so
+``sklearn.utils.estimator_checks`` recognises it (tests/test_sklearn_conformance.py); this module still
+imports only numpy and pandas, because the torch-free scoring path uses it too.
 """
 
 from __future__ import annotations
@@ -22,6 +25,24 @@ except ImportError:  # pragma: no cover - pandas is in the base install
 F32_MAX = float(np.finfo(np.float32).max)
 #: a value this many robust spreads from its column's median is reported as extreme at fit
 EXTREME_SPREADS = 1e6
+
+
+class InputTypeError(TypeError, ValueError):
+    """Input of a kind that cannot be a feature matrix (sparse matrices, cells such as dicts).
+
+    A ``TypeError`` as scikit-learn raises for these, and a ``ValueError`` so that one ``except ValueError``
+    (serving, the CLI) still catches every bad input.
+    """
+
+
+#: scikit-learn's wording (``check_array(accept_sparse=False)``): the graphs compute on dense rows
+SPARSE_MESSAGE = ("Sparse data was passed for X, but dense data is required. Use '.toarray()' to convert to a "
+                  "dense numpy array.")
+
+
+def _is_sparse(X: Any) -> bool:
+    """A scipy.sparse matrix or array (or pydata sparse), detected without importing scipy."""
+    return type(X).__module__.split(".")[:2] == ["scipy", "sparse"] or type(X).__module__.startswith("sparse")
 
 
 def _is_frame(X: Any) -> bool:
@@ -45,29 +66,44 @@ def _first_bad_position(mask: np.ndarray) -> tuple[int, int]:
 
 
 def _as_float_matrix(X: Any) -> np.ndarray:
+    if _is_sparse(X):
+        raise InputTypeError(SPARSE_MESSAGE)
     if _is_frame(X):
         non_numeric = [str(c) for c, dt in X.dtypes.items() if not pd.api.types.is_numeric_dtype(dt)]
         if non_numeric:
             raise ValueError(f"non-numeric column(s) {preview(non_numeric)}: every feature must be a number")
+        if any(pd.api.types.is_complex_dtype(dt) for dt in X.dtypes):
+            raise ValueError("Complex data not supported: every feature must be a real number")
         arr = X.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
         arr = np.asarray(X)
         if arr.dtype == object or arr.dtype.kind in "USaV":
             try:
                 arr = arr.astype(np.float64)
-            except (TypeError, ValueError) as exc:
+            except TypeError as exc:  # a cell that is no number at all (dict, list, complex): numpy's TypeError
+                raise InputTypeError(f"non-numeric values in input: {exc}") from None
+            except ValueError as exc:  # a string that does not parse as a number
                 raise ValueError(f"non-numeric values in input: {exc}") from None
+        elif arr.dtype.kind == "c":
+            raise ValueError("Complex data not supported: every feature must be a real number")
         elif arr.dtype.kind not in "biuf":
             raise ValueError(f"unsupported input dtype {arr.dtype}: every feature must be a number")
         arr = arr.astype(np.float64, copy=False)
     if arr.ndim == 1:
         raise ValueError(
-            f"expected a 2-D table (rows x features), got a 1-D array of length {arr.shape[0]}; "
-            "reshape a single row with X.reshape(1, -1)"
+            f"expected a 2-D table (rows x features), got a 1-D array of length {arr.shape[0]}. Reshape your "
+            "data either using X.reshape(-1, 1) if it has a single feature or X.reshape(1, -1) if it is a "
+            "single row"
         )
     if arr.ndim != 2:
         raise ValueError(f"expected a 2-D table (rows x features), got shape {arr.shape}")
     return arr
+
+
+def _too_few_rows(shape: tuple[int, ...], min_samples: int) -> str:
+    what = "empty input (no rows)" if shape[0] == 0 else f"need at least {min_samples} rows"
+    return (f"{what}: found array with {shape[0]} sample(s) (shape={shape}) while a minimum of {min_samples} "
+            "is required.")
 
 
 def check_features(
@@ -76,6 +112,8 @@ def check_features(
     feature_names: Sequence[str] | None = None,
     n_features: int | None = None,
     names_required: bool = False,
+    min_samples: int = 1,
+    owner: str = "the detector",
 ) -> np.ndarray:
     """Return ``X`` as a finite float64 matrix, checked against the fitted feature layout.
 
@@ -83,7 +121,10 @@ def check_features(
       columns are reordered to the fitted order (so a caller's column order does not matter).
     - Arrays are checked by width only; ``names_required`` turns that into an error (artifacts fitted on
       named columns accept arrays, but callers who want safety pass frames).
-    - NaN, inf, strings and empty batches raise ``ValueError`` naming the first offending cell.
+    - NaN, inf, strings and empty batches raise ``ValueError`` naming the first offending cell; fewer than
+      ``min_samples`` rows raise (fitting needs 2).
+    - Sparse input and cells that are no number (dicts) raise :class:`InputTypeError`.
+    - ``owner`` names the fitted model in the feature-count message (scikit-learn passes the class name).
     """
     if X is None:
         raise ValueError("no input data (got None)")
@@ -103,16 +144,18 @@ def check_features(
         X = X.set_axis(cols, axis=1)[list(feature_names)]
     elif names_required and not _is_frame(X):
         raise ValueError("this detector was fitted on named columns; pass a DataFrame")
-    if len(X) == 0 if _is_frame(X) else np.shape(X)[:1] == (0,):
-        raise ValueError("empty input: no rows (a header or shape only, no data)")
+    if _is_frame(X) and len(X) < min_samples:  # before the dtype check: a header-only table has no numbers
+        raise ValueError(_too_few_rows(X.shape, min_samples))
     arr = _as_float_matrix(X)
-    if arr.shape[0] == 0:
-        raise ValueError("empty input: no rows (a header or shape only, no data)")
+    if arr.shape[0] < min_samples:
+        raise ValueError(_too_few_rows(arr.shape, min_samples))
     if arr.shape[1] == 0:
-        raise ValueError("input has no feature columns")
+        raise ValueError(f"input has no feature columns: found array with 0 feature(s) (shape={arr.shape}) while a "
+                         "minimum of 1 is required.")
     expected = n_features if n_features is not None else (len(feature_names) if feature_names else None)
     if expected is not None and arr.shape[1] != expected:
-        raise ValueError(f"wrong number of features: got {arr.shape[1]}, expected {expected}")
+        raise ValueError(f"wrong number of features: X has {arr.shape[1]} features, but {owner} is expecting "
+                         f"{expected} features as input")
     finite = np.isfinite(arr)
     if not finite.all():
         r, c = _first_bad_position(~finite)
@@ -167,7 +210,7 @@ def standard_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Why: with std + 1e-5 a constant column divides a new value's difference by 1e-5, so any change there (a
     sensor that was always 0 reads 1) scores ~1e10 and drowns every other feature. Measured in its own units a
-    change still raises the score (a change the fit set never saw), as much as one spread of an ordinary column.
+    change of the column's own size weighs like one spread of an ordinary column.
     """
     X = np.asarray(X, dtype=np.float64)
     mean = X.mean(axis=0)
@@ -185,7 +228,7 @@ def fit_warnings(X: np.ndarray, feature_names: Sequence[str] | None = None) -> l
         cols = [names[j] for j in np.flatnonzero(constant)]
         out.append(f"constant column(s) {preview(cols)}: one value in every fit row, so they cannot help at fit; "
                    "the standardizing detectors measure a new value there in the column's own magnitude "
-                   "(scale max(|value|, 1)), so a change raises the score without exploding it")
+                   "(scale max(|value|, 1)), so a change there cannot explode the score")
     med = np.median(X, axis=0)
     dev = np.abs(X - med)
     spread = 1.4826 * np.median(dev, axis=0)
@@ -210,6 +253,19 @@ def check_labels(y: Any, n_rows: int) -> np.ndarray | None:
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ValueError("y contains NaN or inf")
     return arr
+
+
+def check_classes(classes: Any, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class labels of the fit rows: (sorted distinct labels, int64 codes 0..K-1), refusing missing values."""
+    arr = np.asarray(classes.to_numpy() if hasattr(classes, "to_numpy") else classes)
+    if arr.ndim != 1 or arr.shape[0] != n_rows:
+        raise ValueError(f"classes must be 1-D with {n_rows} entries (one per row), got shape {arr.shape}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError("classes contain NaN or inf; every fit row needs a class")
+    if arr.dtype.kind == "O" and any(v is None or (isinstance(v, float) and v != v) for v in arr):
+        raise ValueError("classes contain missing values; every fit row needs a class")
+    labels, codes = np.unique(arr.astype(str) if arr.dtype.kind == "O" else arr, return_inverse=True)
+    return labels, codes.astype(np.int64).reshape(-1)
 
 
 def check_scores(scores: np.ndarray, what: str = "fit-set scores") -> np.ndarray:

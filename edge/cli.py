@@ -50,10 +50,11 @@ def csv_header(names: list[str]) -> str:
     return ",".join([HEADER, *names])
 
 
-def load(path: str | Path, device: str = "auto", threads: int | None = None) -> Any:
+def load(path: str | Path, device: str = "auto", threads: int | None = None,
+         trusted_keys: str | None = None) -> Any:
     from aeguard.core.artifact import load_artifact
 
-    return load_artifact(path, device=device, threads=threads)
+    return load_artifact(path, device=device, threads=threads, trusted_keys=trusted_keys)
 
 
 def read_rows(path: Path, label_column: str | None = None) -> Any:
@@ -81,7 +82,7 @@ def write_scores(scored: Any, out: IO[str], components: list[str] | None = None)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    model = load(args.artifact, device=args.device, threads=args.threads)
+    model = load(args.artifact, device=args.device, threads=args.threads, trusted_keys=args.trusted_keys)
     X = read_rows(Path(args.data), args.label_column)
     scored = model.score(X, threshold=args.threshold)
     names = component_names(model) if args.components else None
@@ -183,7 +184,7 @@ def watch(model: Any, lines: Iterable[str], out: IO[str], err: IO[str], threshol
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    model = load(args.artifact, device=args.device, threads=args.threads)
+    model = load(args.artifact, device=args.device, threads=args.threads, trusted_keys=args.trusted_keys)
     scored, bad = watch(model, iter(sys.stdin.readline, ""), sys.stdout, sys.stderr, threshold=args.threshold,
                         on_error=args.on_error, header=args.header, components=args.components)
     if bad:
@@ -225,7 +226,7 @@ def info_lines(model: Any) -> list[tuple[str, str]]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    model = load(args.artifact, device=args.device)
+    model = load(args.artifact, device=args.device, trusted_keys=args.trusted_keys)
     if args.json:
         print(json.dumps(model.manifest, indent=2))
         return 0
@@ -258,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                        help="onnxruntime provider (auto: CUDA when really available, else CPU)")
         p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all)")
+        trusted_opt(p)
+
+    def trusted_opt(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--trusted-keys", default=None, metavar="DIR",
+                       help="folder of Ed25519 *.pub keys: refuse artifacts not signed by one "
+                            "(default: $AEGUARD_TRUSTED_KEYS; needs aeguard[sign])")
 
     def components_opt(p: argparse.ArgumentParser) -> None:
         p.add_argument("--components", action="store_true",
@@ -288,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact", help="artifact folder")
     p.add_argument("--json", action="store_true", help="print the whole manifest")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="provider to load with")
+    trusted_opt(p)
     p.set_defaults(func=cmd_info)
     return parser
 

@@ -59,6 +59,7 @@ from aeguard.core.artifact import (
     read_manifest,
     write_artifact,
 )
+from aeguard.core.metrics import spearman
 
 LEGACY_OPSET = 17
 LEGACY_IR_VERSION = 8
@@ -358,7 +359,10 @@ def quantize_int8(src: str | Path, dst: str | Path, keep_fp32: list[str] | tuple
         pre, per_batch = Path(tmp) / "pre.onnx", Path(tmp) / "per_batch.onnx"
         # shape inference only: its graph optimisation folds Transpose(reference set) into a second copy and
         # would rename or fuse nodes, so the declared FP32 names would no longer match
-        quant_pre_process(str(src), str(pre), skip_optimization=True)
+        try:
+            quant_pre_process(str(src), str(pre), skip_optimization=True)
+        except Exception:  # onnxruntime's symbolic shape inference gives up on some exported graphs
+            quant_pre_process(str(src), str(pre), skip_optimization=True, skip_symbolic_shape=True)
         model = onnx.load(str(pre))
         for i, node in enumerate(model.graph.node):  # the quantizer addresses nodes by name
             if not node.name:
@@ -435,20 +439,6 @@ def probe_batch(manifest: dict[str, Any], rows: int = PROBE_ROWS, seed: int = 0)
     mean = np.asarray(pre.get("mean", np.zeros(d)), dtype=np.float64)
     scale = np.asarray(pre.get("scale", np.ones(d)), dtype=np.float64)
     return (mean + scale * rng.standard_normal((rows, d))).astype(np.float32)
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[np.argsort(values, kind="stable")] = np.arange(len(values), dtype=np.float64)
-    return ranks
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation (ties broken by order; scores here are continuous)."""
-    ra, rb = _ranks(np.asarray(a)), _ranks(np.asarray(b))
-    if np.ptp(ra) == 0 or np.ptp(rb) == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def compare_graphs(reference: Path, candidate: Path, X: np.ndarray) -> dict[str, Any]:

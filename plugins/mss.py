@@ -260,18 +260,18 @@ class MSSMixin:
     def _mss_enabled(self) -> bool:
         return bool(getattr(self, "mss", False))
 
-    def make_target(self, model: nn.Module, z_fit: np.ndarray) -> tuple[nn.Module | None, np.ndarray | None]:
+    def make_target(self, model: nn.Module, data: Any) -> tuple[nn.Module | None, np.ndarray | None]:
         if not self._mss_enabled():
             self.mss_ = None
-            return super().make_target(model, z_fit)  # type: ignore[misc]
-        self.mss_ = fit_mean_shift(z_fit, k=self.mss_k, m=self.mss_m, max_ref=self.mss_max_ref,
+            return super().make_target(model, data)  # type: ignore[misc]
+        self.mss_ = fit_mean_shift(data.z, k=self.mss_k, m=self.mss_m, max_ref=self.mss_max_ref,
                                    cap_k=self.mss_cap_k, seed=self.seed_)
         return self.mss_.module(), self.mss_.fit_targets
 
-    def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
+    def _fit(self, X: np.ndarray, y: np.ndarray | None, **kwargs: Any) -> None:
         if self._mss_enabled():
             check_mss_params(self.mss_k, self.mss_m, self.mss_max_ref, self.mss_cap_k)
-        super()._fit(X, y)  # type: ignore[misc]
+        super()._fit(X, y, **kwargs)  # type: ignore[misc]
 
     def _score(self, X: np.ndarray) -> ScoreOutput:
         if self.mss_ is None:

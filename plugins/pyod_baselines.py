@@ -3,6 +3,8 @@
 They run with PyOD's default hyperparameters (as in PyOD's published ODDS benchmark) on features scaled with
 fit-set statistics (``scaling``): by default the same z-score every aeguard detector applies inside its graph,
 so a comparison on the same splits gives every detector the same input. They do not export to ONNX yet.
+PyOD's algorithms are kept as they are, including their batch behaviour: ECOD and COPOD score a batch against
+the empirical CDFs of fit set plus batch, so a row's score depends on its batch (docs/conformance.md).
 """
 
 from __future__ import annotations

@@ -179,7 +179,7 @@ def test_run_cell_fits_without_labels_and_reports_errors(suite_dir):
     assert run_cell(Cell("alpha", source, "iforest", seed=0))["roc_auc"] == row["roc_auc"]  # seeded
 
     bad = run_cell(Cell("alpha", source, "ae(no_such_param=1)", seed=0))
-    assert bad["status"].startswith("error: ValueError: unknown parameter(s) for ae: ['no_such_param']")
+    assert bad["status"].startswith("error: ParamError: unknown parameter(s) for ae: ['no_such_param']")
     assert bad["roc_auc"] is None
     missing = run_cell(Cell("gone", str(suite_dir / "gone.npz"), "iforest", seed=0))
     assert missing["status"].startswith("error: FileNotFoundError")
@@ -483,3 +483,54 @@ def test_cli_module_imports_no_heavy_libraries():
             "print(sorted(m for m in ('torch', 'pyod', 'sklearn', 'matplotlib', 'distributed') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_report_ranks_detectors_of_another_run_from_its_results_or_its_page(suite_dir, tmp_path):
+    suite = resolve_suite(str(suite_dir), names=["alpha"])
+    run_benchmark(suite, ["iforest", "ecod"], 2, tmp_path / "a", workers=1, progress=False)
+    run_benchmark(suite, ["hbos", "ecod"], 2, tmp_path / "b", workers=1, progress=False)
+    build_report(tmp_path / "b")
+    own = {(r["dataset"], r["detector"]): r for r in _rows(tmp_path / "a" / "results.csv")}
+    theirs = [r for r in _rows(tmp_path / "b" / "results.csv") if r["detector"] == "hbos"]
+
+    base = ["benchmark", "--report-only", "--out", str(tmp_path / "a")]
+    result = CliRunner().invoke(app, [*base, "--with", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    rows_report = (tmp_path / "a" / "report.md").read_text()
+    assert "Merged source 1: `hbos`: per-seed rows from" in rows_report  # ecod is a's own, never b's
+    assert "Cells: 4 in results.csv" in rows_report  # a's own cells; b's are counted in its source line
+    summary = rows_report.split("## Summary")[1].split("\n\n")[1]
+    hbos_line = next(line for line in summary.splitlines() if line.startswith("| `hbos`"))
+    assert hbos_line.endswith("| – | – |")  # times of another run are not set against a's iforest
+    timing = rows_report.split("## Cost relative")[1]
+    assert "| `hbos`" not in timing and "| `ecod`" in timing
+
+    result = CliRunner().invoke(app, [*base, "--with", str(tmp_path / "b" / "report.md"), "--with-detectors",
+                                      "hbos", "--report-to", str(tmp_path / "page.md")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    page_report = (tmp_path / "page.md").read_text()
+    assert "`hbos`: per-dataset mean ± std over 2 seeds read from the report page" in page_report
+
+    def cell(report: str, dataset: str, column: int) -> str:
+        table = report.split("## ROC-AUC per dataset")[1]
+        return next(line for line in table.splitlines() if line.startswith(f"| {dataset} ")).split(" | ")[column]
+
+    for dataset in ("alpha",):  # columns: dataset, iforest, ecod, hbos
+        values = [float(r["roc_auc"]) for r in theirs if r["dataset"] == dataset]
+        expected = f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+        assert cell(rows_report, dataset, 3).strip("* |") == cell(page_report, dataset, 3).strip("* |") == expected
+        assert cell(page_report, dataset, 1).strip("* ").startswith(
+            f"{np.mean([float(r['roc_auc']) for k, r in own.items() if k == (dataset, 'iforest')]):.3f}")
+
+    # a page from before --baseline-scaling fitted raw features: its bare baseline names are relabelled
+    old = tmp_path / "old.md"
+    old.write_text((tmp_path / "b" / "report.md").read_text().replace("Baseline input:", "Baselines:"))
+    result = CliRunner().invoke(app, [*base, "--with", str(old)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "`ecod(scaling=none)`, `hbos(scaling=none)`: per-dataset" in (tmp_path / "a" / "report.md").read_text()
+
+    for extra, message in ((["--with", str(tmp_path / "b"), "--with-detectors", "hbos,knn"], "knn found in no source"),
+                           (["--with", str(tmp_path / "b"), "--with-detectors", "ecod"], "adds no detector of ecod"),
+                           (["--with", str(tmp_path / "nowhere.csv")], "no such file")):
+        result = CliRunner().invoke(app, [*base, *extra])
+        assert result.exit_code != 0 and message in str(result.exception)

@@ -16,8 +16,9 @@ def test_epochs_are_counted_exactly_across_chunks(table):
 
 
 def test_early_stopping_on_a_label_free_holdout(table):
-    # lr=0 leaves the validation loss flat, so early stopping must end training after `patience` checks
-    det = registry.create("ae", epochs=1000, epochs_per_step=10, lr=0.0, val_fraction=0.2, early_stopping=2,
+    # lr=1e-30 (below float32 resolution) leaves the validation loss flat, so early stopping must end training
+    # `patience` epochs after the first check (validation every 10 epochs, patience 20 epochs: stop at epoch 30)
+    det = registry.create("ae", epochs=1000, epochs_per_step=10, lr=1e-30, val_fraction=0.2, early_stopping=20,
                           random_state=0).fit(table[0])
     assert det.history_["stopped_early"] and det.history_["epochs_run"] == 30
     assert det.history_["n_val"] == round(0.2 * len(table[0]))

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aeguard.core.deep import DeepDetector
+from aeguard.core.deep import DeepDetector, FitData
 from aeguard.core.params import TRAINING_SPEC, Spec
 from aeguard.core.validation import standard_scale
 from aeguard.plugins.ae.torch_model import AutoEncoder
@@ -41,8 +41,8 @@ class AEDetector(DeepDetector):
     def _standardize_stats(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return standard_scale(X)  # constant columns get a scale floor (aeguard.core.validation)
 
-    def build_model(self, n_features: int) -> nn.Module:
-        return AutoEncoder(n_features)
+    def build_model(self, data: FitData) -> nn.Module:
+        return AutoEncoder(data.n_features)
 
     def training_loss(self, model: nn.Module, z: torch.Tensor) -> torch.Tensor:
         return ((model(z) - z) ** 2).sum(dim=1).mean()

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aeguard.core.deep import DeepDetector
+from aeguard.core.deep import DeepDetector, FitData
 from aeguard.core.params import TRAINING_SPEC, Bool, Choice, Float, Spec
 from aeguard.core.validation import standard_scale
 from aeguard.plugins.apre.torch_model import ProbabilisticAutoEncoder, pre_loss
@@ -25,7 +25,7 @@ VAR_FLOORS = ("none", "shift")
 FEATURE_MAJOR_ROWS = 10000
 
 #: bump when training code changes, so cached weights of older code are not reused
-TRAINING_VERSION = 1
+TRAINING_VERSION = 2
 
 #: everything training depends on besides the data and the seed (the key of the optional training cache)
 TRAINING_PARAMS = ("epochs", "lr", "batch_size", "val_fraction", "early_stopping", "restore_best", "epochs_per_step")
@@ -45,8 +45,8 @@ class APREDetector(MSSMixin, DeepDetector):
       squared mean-shift of feature j. MSS moves the target by the shift, so its variance is the PAE's ``s2``
       plus the shift's. Without it, ``s2`` learns the (small) noise of inliers, an inlier's shift is divided
       by it and MSS-WNLL inverts on several sets (the collapse of ``apre.md`` section 11). Only used with MSS.
-    - early stopping on the PRE of a seeded, unlabelled 1/6 hold-out (``val_fraction``), patience
-      ``early_stopping`` Lightning steps of ``epochs_per_step`` epochs, best weights restored
+    - early stopping on the PRE of a seeded, unlabelled 1/6 hold-out (``val_fraction``), checked every
+      ``epochs_per_step`` epochs, patience ``early_stopping`` epochs (500), best weights restored
       (``restore_best``). It stops where the held-out likelihood stops improving (small sets) and saves time.
 
     ``faithful=True`` is the authors' setting: 5000 epochs on the whole fit set, last-epoch weights, no floor.
@@ -69,7 +69,7 @@ class APREDetector(MSSMixin, DeepDetector):
     def __init__(self, epochs: int = 5000, lr: float = 1e-3, alpha: float = 0.5, beta: float = 2.0,
                  mss: bool = True, mss_k: int | None = None, mss_m: int = 1, mss_max_ref: int | None = 10000,
                  mss_cap_k: str = "same", var_floor: str = "shift", faithful: bool = False,
-                 batch_size: int | None = None, val_fraction: float = 1 / 6, early_stopping: int | None = 10,
+                 batch_size: int | None = None, val_fraction: float = 1 / 6, early_stopping: int | None = 500,
                  restore_best: bool = True, epochs_per_step: int = 50, contamination: Any = 0.1,
                  random_state: int | None = None, device: str = "auto", verbose: bool = False) -> None:
         self.epochs = epochs
@@ -117,29 +117,30 @@ class APREDetector(MSSMixin, DeepDetector):
     def _standardize_stats(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return standard_scale(X)  # constant columns get a scale floor (aeguard.core.validation)
 
-    def _train(self, model: nn.Module, z_train: np.ndarray, z_val: np.ndarray | None, seed: int) -> dict[str, Any]:
+    def _train(self, model: nn.Module, data: FitData) -> dict[str, Any]:
         """Lightning training, reused from ``AEGUARD_TRAIN_CACHE`` when an identical fit was trained before
         (scoring parameters such as alpha, beta and mss* are not part of the key: training never sees them)."""
         from aeguard.plugins.apre.cache import cached_training, training_key
 
+        z_train, z_val = data.z_train, data.z_val
         parts = {"version": TRAINING_VERSION, "class": type(model).__qualname__, "n_features": int(z_train.shape[1]),
-                 "seed": int(seed), "device": self.device_,
+                 "seed": int(data.seed), "device": self.device_,
                  **{name: self._param(name, None) for name in TRAINING_PARAMS}}
         if z_val is None or len(z_val) == 0:  # without a hold-out these two cannot change training
             parts.update(early_stopping=None, restore_best=False)
         key = training_key(parts, [z_train, z_val])
         def train() -> dict[str, Any]:
             cpu = time.process_time()
-            history = super(APREDetector, self)._train(model, z_train, z_val, seed)
+            history = super(APREDetector, self)._train(model, data)
             return {**history, "train_cpu_seconds": round(time.process_time() - cpu, 4)}
 
         try:
             return cached_training(key, model, train)
         finally:
-            self.__dict__.pop("_zt_cache", None)
+            self.__dict__.pop("_zt_last", None)
 
-    def build_model(self, n_features: int) -> nn.Module:
-        return ProbabilisticAutoEncoder(n_features, alpha=self.alpha, beta=self.beta)
+    def build_model(self, data: FitData) -> nn.Module:
+        return ProbabilisticAutoEncoder(data.n_features, alpha=self.alpha, beta=self.beta)
 
     def training_loss(self, model: nn.Module, z: torch.Tensor) -> torch.Tensor:
         """PRE (a = b = 1); large batches run feature-major (same loss, faster skinny matmuls on CPU)."""
@@ -151,12 +152,16 @@ class APREDetector(MSSMixin, DeepDetector):
         return pre_loss(mu, s2, z)
 
     def _feature_major(self, z: torch.Tensor) -> torch.Tensor:
-        """``z.T`` made contiguous once per batch tensor (full batch: once per fit, not once per epoch)."""
-        cache = self.__dict__.setdefault("_zt_cache", {})
-        key = (z.data_ptr(), tuple(z.shape))
-        if key not in cache:
-            cache[key] = z.t().contiguous()
-        return cache[key]
+        """``z.T`` made contiguous once per batch tensor (full batch: once per fit, not once per epoch).
+
+        The cache holds the last batch tensor itself and matches by identity: a key such as ``data_ptr()``
+        comes back for a new mini-batch once the allocator reuses the freed memory (stale batches).
+        """
+        last = self.__dict__.get("_zt_last")
+        if last is None or last[0] is not z:
+            last = (z, z.t().contiguous())
+            self.__dict__["_zt_last"] = last
+        return last[1]
 
     def configure_optimizer(self, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
         """Adam 1e-3 with StepLR(1000, 0.5) per epoch, as the authors; the fused kernel where torch has one
@@ -168,9 +173,9 @@ class APREDetector(MSSMixin, DeepDetector):
             optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=1000, gamma=0.5)
 
-    def make_target(self, model: nn.Module, z_fit: np.ndarray) -> tuple[nn.Module | None, np.ndarray | None]:
-        target, fit_targets = super().make_target(model, z_fit)
+    def make_target(self, model: nn.Module, data: FitData) -> tuple[nn.Module | None, np.ndarray | None]:
+        target, fit_targets = super().make_target(model, data)
         if self._var_floor() == "shift" and fit_targets is not None:
-            shift2 = (fit_targets.astype(np.float64) - z_fit) ** 2
+            shift2 = (fit_targets.astype(np.float64) - data.z) ** 2
             model.set_var_floor(torch.as_tensor(shift2.mean(axis=0), dtype=torch.float32))
         return target, fit_targets
