@@ -72,6 +72,10 @@ def read_data(path: Path, label_column: str | None = None) -> tuple[Any, Any]:
 
     if not path.exists():
         raise CLIError(f"data file not found: {path}")
+    from aeguard.core.images import is_image_source, read_images
+
+    if is_image_source(path):  # a PNG folder or an .npz of (N, C, H, W) / (N, H, W) images (core/images.py)
+        return read_images(path)[:2]
     frame, y = load_table(path, label_column=label_column)
     if path.suffix.lower() in (".npz", ".mat"):
         return frame.to_numpy(), y
@@ -190,8 +194,10 @@ def fit_cmd(
     class_column: str = typer.Option(None, "--class-column", help="Column with class labels, dropped from the "
                                      "features and passed as fit(X, classes=...) (detectors that accept them)."),
     variant: str = typer.Option("fp32", "--variant", help="Export variant: fp32 or legacy (opset 17)."),
+    pixel_range: str = typer.Option(None, "--pixel-range", help="Images: LOW,HIGH of the pixel values "
+                                    "(default uint8 0,255; floats 0,1)."),
 ) -> None:
-    """Fit a detector on DATA and write an ONNX artifact."""
+    """Fit a detector on DATA (a table, an image .npz or a folder of PNGs) and write an ONNX artifact."""
     from aeguard.core import registry
     from aeguard.core.validation import check_features, fit_warnings
 
@@ -209,13 +215,13 @@ def fit_cmd(
     y01, why = outlier_labels(y, outlier_value)
     for line in _table_warnings(X, label_column):
         warn(line)
-    X_checked = check_features(X)
-    names = [str(c) for c in X.columns] if hasattr(X, "columns") else None
-    for line in fit_warnings(X_checked, names):
-        warn(line)
+    if len(getattr(X, "shape", ())) == 2:  # tables (images have their own checks in core.images)
+        names = [str(c) for c in X.columns] if hasattr(X, "columns") else None
+        for line in fit_warnings(check_features(X), names):
+            warn(line)
     fit_kwargs = {"classes": classes.iloc[:, 0].to_numpy()} if classes is not None else {}
     with console.status(f"fitting {name} on {len(X)} rows") if not getattr(detector, "verbose", False) else _null():
-        detector.fit(X, **fit_kwargs)
+        detector.fit(X, pixel_range=pixel_range, **fit_kwargs)
     path = detector.save_artifact(output, variant=variant)
     msg = f"wrote {path} (threshold {detector.threshold_:.6g}, {int(detector.labels_.sum())} fit rows flagged)"
     if y01 is not None:
