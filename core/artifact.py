@@ -7,7 +7,12 @@ Layout of an artifact folder::
                     training fingerprint, library versions, sha256 of every file
 
 Loading checks the format version and every checksum before onnxruntime sees a byte, and checks that the
-graph's input width and outputs agree with the manifest. Nothing is ever pickled.
+graph's input shape and outputs agree with the manifest. Nothing is ever pickled.
+
+Format version 2 added the ``input`` block (``modality`` "tabular" or "image", the shape of one row: ``[d]``
+or ``[C, H, W]``, and the pixel range of images); image graphs take ``(batch, C, H, W)`` raw pixels and
+scale and standardize them per channel inside the graph (``preprocessing`` records the statistics).
+Version 1 manifests (tables only, no ``input`` block) still load, as tables.
 """
 
 from __future__ import annotations
@@ -29,11 +34,11 @@ import numpy as np
 
 from aeguard.core import thresholds as th
 from aeguard.core.chunks import chunk_rows, run_chunked
-from aeguard.core.validation import check_features, feature_names_of
+from aeguard.core.validation import check_features, check_images, feature_names_of, input_modality
 
 FORMAT = "aeguard-artifact"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 GRAPH = "model.onnx"
 
@@ -108,7 +113,9 @@ def fit_score_summary(scores: np.ndarray) -> dict[str, Any]:
 def build_manifest(detector: Any, graph_info: dict[str, Any], files: dict[str, dict[str, Any]]) -> dict:
     std = getattr(detector, "standardize_", None)
     preprocessing = {"type": "none"}
-    if std is not None:
+    if hasattr(std, "manifest"):
+        preprocessing = std.manifest()
+    elif std is not None:
         preprocessing = {"type": "standardize", "in_graph": True, "formula": "(x - mean) / scale",
                          "mean": std.mean.tolist(), "scale": std.scale.tolist()}
     extra = detector.manifest_extra() if hasattr(detector, "manifest_extra") else {}
@@ -121,6 +128,7 @@ def build_manifest(detector: Any, graph_info: dict[str, Any], files: dict[str, d
                      "params": _jsonable(detector.get_params(deep=False))},
         "features": {"names": list(detector.feature_names_), "n_features": int(detector.n_features_in_),
                      "dtype": "float32", "named": hasattr(detector, "feature_names_in_")},
+        "input": input_block(detector),
         "preprocessing": preprocessing,
         "graph": {"file": GRAPH, **graph_info},
         "threshold": float(detector.threshold_),
@@ -134,6 +142,34 @@ def build_manifest(detector: Any, graph_info: dict[str, Any], files: dict[str, d
         "versions": library_versions(),
         "files": files,
     }
+
+
+def input_block(detector: Any) -> dict[str, Any]:
+    """What one input row is: a table row of d features, or a (C, H, W) image with its pixel range."""
+    if hasattr(detector, "image_shape_"):
+        return {"modality": "image", "shape": [int(v) for v in detector.image_shape_],
+                "pixel_range": [float(v) for v in detector.pixel_range_]}
+    return {"modality": "tabular", "shape": [int(detector.n_features_in_)]}
+
+
+def read_input_block(manifest: dict[str, Any]) -> tuple[str, tuple[int, ...], tuple[float, float] | None]:
+    """(modality, row shape, pixel range) from a manifest; format 1 has no block and means a table."""
+    n_features = int(manifest["features"]["n_features"])
+    block = manifest.get("input") or {"modality": "tabular", "shape": [n_features]}
+    try:
+        modality = block["modality"]
+        shape = tuple(int(v) for v in block["shape"])
+        if modality == "image":
+            from aeguard.core.validation import check_pixel_range
+
+            if len(shape) != 3 or min(shape) < 1:
+                raise ValueError(f"image shape {list(shape)} is not [C, H, W]")
+            return modality, shape, check_pixel_range(block["pixel_range"])
+        if modality != "tabular" or len(shape) != 1:
+            raise ValueError(f"modality {modality!r} with shape {list(shape)}")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"manifest input block is malformed: {exc}") from None
+    return modality, shape, None
 
 
 def manifest_digest(manifest: dict[str, Any]) -> str:
@@ -445,6 +481,9 @@ class Artifact:
         self.device = session_device(self.session)
         self.feature_names: list[str] = list(self.manifest["features"]["names"])
         self.n_features_in_ = int(self.manifest["features"]["n_features"])
+        #: "tabular" or "image"; the shape of one row ((d,) or (C, H, W)); for images the pixel range of the fit
+        self.modality, self.input_shape, self.pixel_range = read_input_block(self.manifest)
+        self.image_shape: tuple[int, ...] | None = self.input_shape if self.modality == "image" else None
         self.threshold_ = float(self.manifest["threshold"])
         self.calibration_ = dict(self.manifest["calibration"])
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -456,10 +495,18 @@ class Artifact:
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ArtifactError(f"graph has {len(inputs)} inputs, expected 1")
-        width = inputs[0].shape[-1]
-        if isinstance(width, int) and width != self.n_features_in_:
-            raise ArtifactError(f"mismatched artifact: graph takes {width} features, manifest lists "
-                                f"{self.n_features_in_}")
+        dims = list(inputs[0].shape[1:])
+        if self.modality == "tabular":
+            width = dims[-1] if dims else None
+            if len(dims) != 1 or (isinstance(width, int) and width != self.n_features_in_):
+                raise ArtifactError(f"mismatched artifact: graph takes {width} features, manifest lists "
+                                    f"{self.n_features_in_}")
+        elif len(dims) != len(self.input_shape) or any(isinstance(g, int) and g != m
+                                                       for g, m in zip(dims, self.input_shape)):
+            raise ArtifactError(f"mismatched artifact: graph takes images of shape {dims}, manifest says "
+                                f"{list(self.input_shape)}")
+        if int(np.prod(self.input_shape)) != self.n_features_in_:
+            raise ArtifactError("mismatched artifact: input shape and n_features disagree")
         if len(self.feature_names) != self.n_features_in_:
             raise ArtifactError("mismatched artifact: feature names and n_features disagree")
         missing = {"score", "contrib"} - set(self.output_names)
@@ -472,6 +519,16 @@ class Artifact:
         return self.manifest["detector"]["name"]
 
     def validate(self, X: Any) -> np.ndarray:
+        """``X`` checked against the artifact's input: a table (by name or width) or images of its shape."""
+        owner = f"artifact {self.detector_name!r}"
+        if self.image_shape is not None:
+            if input_modality(X) != "image":
+                raise ValueError(f"{owner} takes {self.image_shape} images: pass an (N, C, H, W) or (N, H, W) "
+                                 "array, not a table")
+            return check_images(X, pixel_range=self.pixel_range, image_shape=self.image_shape, owner=owner)[0]
+        if input_modality(X) == "image":
+            raise ValueError(f"{owner} takes tables of {self.n_features_in_} features, got an image batch of "
+                             f"shape {np.shape(X)}")
         names = self.feature_names if feature_names_of(X) is not None else None
         return check_features(X, feature_names=names, n_features=self.n_features_in_)
 
@@ -528,6 +585,12 @@ class Artifact:
         import pandas as pd
 
         return pd.DataFrame(self.score(X).contrib, columns=self.feature_names)
+
+    def explain_maps(self, X: Any) -> np.ndarray:
+        """Per-pixel contribution maps (N, C, H, W) of an image artifact."""
+        if self.image_shape is None:
+            raise ValueError(f"artifact {self.detector_name!r} takes tables; use explain(X)")
+        return self.score(X).contrib.reshape(-1, *self.image_shape)
 
 
 def load_artifact(path: str | Path, device: str = "auto", threads: int | None = None,

@@ -70,5 +70,8 @@ def bench_train(
 
 
 def register(app: typer.Typer) -> None:
+    from aeguard.core.explain_cli import explain
+
     app.command("demo")(demo)
+    app.command("explain")(explain)
     app.command("bench-train")(bench_train)

@@ -435,8 +435,13 @@ def _row_equivalence(per_batch: Path, per_row: Path, rows: int = 32) -> float:
 
 def probe_batch(manifest: dict[str, Any], rows: int = PROBE_ROWS, seed: int = 0) -> np.ndarray:
     """Synthetic rows shaped like the fit data (fit mean + scale * N(0, 1)) to compare two graphs."""
+    from aeguard.core.artifact import read_input_block
+
     d = int(manifest["features"]["n_features"])
     rng = np.random.default_rng(seed)
+    modality, shape, pixel_range = read_input_block(manifest)
+    if modality == "image":  # pixels drawn over the fitted range, in the graph's (C, H, W) layout
+        return rng.uniform(*pixel_range, size=(rows, *shape)).astype(np.float32)
     pre = manifest.get("preprocessing", {})
     mean = np.asarray(pre.get("mean", np.zeros(d)), dtype=np.float64)
     scale = np.asarray(pre.get("scale", np.ones(d)), dtype=np.float64)
