@@ -190,6 +190,16 @@ def _prepare_target(path: Path) -> None:
         raise ArtifactError(f"{path} is a non-empty folder that is not an aeguard artifact; refusing to overwrite")
 
 
+def _normal_permissions(folder: Path) -> None:
+    """mkdtemp makes the folder 0700; give it (and its files) what a plain mkdir/open would: 0777/0666 minus the
+    umask (0755/0644 by default), so a service user can read the artifact."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(folder, 0o777 & ~mask)
+    for item in folder.iterdir():
+        os.chmod(item, 0o666 & ~mask)
+
+
 def write_artifact(path: str | Path, graph_file: Path, manifest_fn: Any) -> Path:
     """Move ``graph_file`` into a fresh artifact at ``path`` and write the manifest built by
     ``manifest_fn(files)``; the folder appears complete or not at all."""
@@ -202,6 +212,7 @@ def write_artifact(path: str | Path, graph_file: Path, manifest_fn: Any) -> Path
         files = {GRAPH: {"sha256": sha256_file(staging / GRAPH), "bytes": (staging / GRAPH).stat().st_size}}
         manifest = seal_manifest(manifest_fn(files))
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+        _normal_permissions(staging)
         old = None
         if path.exists():  # two renames, then the delete: a kill leaves the old or the new artifact, whole
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))

@@ -68,8 +68,8 @@ def example_plugin_installed() -> str:
     try:
         dist = importlib.metadata.distribution("aeguard-example-plugin")
         # a copy installed from an older source is reinstalled, so the tests see the plugin as it is now
-        stale = any(dist.locate_file(f"aeguard_example_plugin/{p.name}").read_text() != p.read_text()
-                    for p in source.glob("*.py") if dist.locate_file(f"aeguard_example_plugin/{p.name}").exists())
+        installed = [Path(str(dist.locate_file(f"aeguard_example_plugin/{p.name}"))) for p in source.glob("*.py")]
+        stale = any(not i.exists() or i.read_text() != p.read_text() for i, p in zip(installed, source.glob("*.py")))
     except importlib.metadata.PackageNotFoundError:
         stale = True
     if stale:
