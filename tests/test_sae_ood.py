@@ -199,3 +199,19 @@ def test_mss_wraps_s_rec(table):
     np.testing.assert_allclose(a["s_knn"], b["s_knn"], rtol=1e-5)  # the code path is unchanged
     assert not np.allclose(a["s_rec"], b["s_rec"])
     assert np.isfinite(shifted.decision_scores_).all() and "mss" in shifted.manifest_extra()
+
+
+def test_euclidean_code_knn_option_matches_numpy_and_onnx(table, tmp_path):
+    """``knn_metric="euclidean"``: mean Euclidean distance to the K nearest raw reference codes, in the graph too."""
+    X, _ = table
+    det = registry.create("sae_ood", random_state=0, knn_metric="euclidean", **FAST).fit(X)
+    out = det.score_output(X)
+    code = out.components["code"].astype(np.float64)
+    refs = det.model_.knn.refs.numpy().astype(np.float64)
+    dist = np.sqrt(np.maximum(((code[:, None, :] - refs[None]) ** 2).sum(-1), 0))
+    expected = np.sort(dist, axis=1)[:, :det.n_neighbors_].mean(axis=1)
+    np.testing.assert_allclose(out.components["s_knn"], expected, rtol=1e-3, atol=1e-3)
+    art = load_artifact(det.save_artifact(tmp_path / "euclid"))
+    np.testing.assert_allclose(art.score(X).score, out.score, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="knn_metric"):
+        registry.create("sae_ood", knn_metric="manhattan").fit(X)

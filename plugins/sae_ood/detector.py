@@ -47,6 +47,7 @@ from aeguard.plugins.sae_ood.torch_model import FIRE_EPS, ClassProfiles, CodeKNN
 COMPONENTS = ("rec", "knn", "rare", "cap")
 INPUT_MODES = ("tabular", "embedding")
 SCALES = ("mad", "std")
+KNN_METRICS = ("cosine", "euclidean")
 #: Gao's Adam epsilon
 ADAM_EPS = 6.25e-10
 #: rows used for the geometric median of ``b_pre`` (Gao: ``stats_acts_sample[:32768]``)
@@ -112,7 +113,8 @@ class SAEOODDetector(MSSMixin, DeepDetector):
     - ``k_schedule`` (Makhzani: k from ``min(4k, n)`` down to k over the first half of the steps),
       ``multi_topk`` (Gao: ``L(k) + L(4k)/8``), ``alpha`` (encode-time ``k' = round(alpha k)``);
     - ``score_components`` ("rec+knn"; any '+'-join of rec, knn, rare, cap; cap needs ``fit(X, classes=...)``),
-      ``n_neighbors`` (K = 10), ``ref_cap`` (10,000 rows, and 32 MiB per constant), ``ref_trim`` (drop the top
+      ``n_neighbors`` (K = 10), ``knn_metric`` ("cosine", the spec; "euclidean" keeps the code's magnitude),
+      ``ref_cap`` (10,000 rows, and 32 MiB per constant), ``ref_trim`` (drop the top
       ``contamination`` share of training rows by ``s_rec`` from the reference; 0.1 when contamination is
       "auto"), ``scale`` ("mad" or "std"; ``faithful=True`` sets "std");
     - ``mss*``: mean-shift scoring of ``s_rec`` (off by default; ``aeguard.plugins.mss``).
@@ -138,6 +140,7 @@ class SAEOODDetector(MSSMixin, DeepDetector):
         "alpha": Float(low=1),
         "score_components": Str(),
         "n_neighbors": Int(low=1),
+        "knn_metric": Choice(choices=KNN_METRICS),
         "ref_cap": Int(low=2, none=True, none_means="byte cap only"),
         "ref_trim": Bool(),
         "scale": Choice(choices=SCALES),
@@ -149,7 +152,8 @@ class SAEOODDetector(MSSMixin, DeepDetector):
                  batch_size: int | None = 256, aux_coef: float = 1 / 32, k_aux: int | None = None,
                  dead_threshold: int | None = None, k_schedule: bool = False, multi_topk: bool = False,
                  alpha: float = 1.0, score_components: str = "rec+knn", n_neighbors: int = 10,
-                 ref_cap: int | None = 10000, ref_trim: bool = False, scale: str = "mad", faithful: bool = False,
+                 knn_metric: str = "cosine", ref_cap: int | None = 10000, ref_trim: bool = False, scale: str = "mad",
+                 faithful: bool = False,
                  mss: bool = False, mss_k: int | None = None, mss_m: int = 1, mss_max_ref: int | None = 10000,
                  mss_cap_k: str = "same", val_fraction: float = 1 / 6, early_stopping: int | None = None,
                  epochs_per_step: int = 50, contamination: Any = 0.1, random_state: int | None = None,
@@ -169,6 +173,7 @@ class SAEOODDetector(MSSMixin, DeepDetector):
         self.alpha = alpha
         self.score_components = score_components
         self.n_neighbors = n_neighbors
+        self.knn_metric = knn_metric
         self.ref_cap = ref_cap
         self.ref_trim = ref_trim
         self.scale = scale
@@ -376,7 +381,7 @@ class SAEOODDetector(MSSMixin, DeepDetector):
         self.ref_train_rows_ = self.reference_.take(candidates)
         n_ref = self.reference_.n_ref
         self.n_neighbors_ = int(max(1, min(self.n_neighbors, n_ref - 1)))
-        model.knn = CodeKNN(code[self.ref_train_rows_], self.n_neighbors_)
+        model.knn = CodeKNN(code[self.ref_train_rows_], self.n_neighbors_, metric=self.knn_metric)
         if data.classes is not None:
             c_train = data.classes_train
             means = np.stack([code[c_train == c].mean(axis=0) if np.any(c_train == c) else np.zeros(code.shape[1])
@@ -431,6 +436,7 @@ class SAEOODDetector(MSSMixin, DeepDetector):
             "k_encode": self.k_encode_, "k_aux": self.k_aux_, "dead_threshold": self.dead_threshold_,
             "n_dead": self.n_dead_, "layer_norm": self._use_layer_norm(), "input_mode": self.input_mode,
             "components": list(self.components_), "scales": self.scales_, "n_neighbors": self.n_neighbors_,
+            "knn_metric": self.knn_metric,
             "mse_scale": self.mse_scale_, "ref_trim": bool(self.ref_trim),
             "fp32_modules": ["model.encoder (feeds TopK)", "model.knn (cosine kNN)"]},
             "reference": self.reference_.manifest()}

@@ -65,32 +65,44 @@ class TopKEncoder(nn.Module):
 
 
 class CodeKNN(nn.Module):
-    """Mean cosine distance of a code to its K most similar reference codes (1 for a zero code); FP32.
+    """Mean distance of a code to its K nearest reference codes; declared FP32 (ranked by TopK).
 
-    The reference codes and their inverse norms are graph constants (a zero reference code gets inverse norm 0,
-    so it has similarity 0 with everything).
+    ``metric="cosine"`` (the spec): ``1 - cos``, 1 for a zero code; the reference codes and their inverse norms
+    are graph constants (a zero reference code gets inverse norm 0: similarity 0 with everything).
+    ``metric="euclidean"`` (aeguard option): Euclidean distance between the raw codes, which keeps the code's
+    magnitude (cosine is scale-free, see docs/sae_ood.md); the squared reference norms are constants.
     """
 
     keep_fp32 = True
 
-    def __init__(self, refs: np.ndarray, n_neighbors: int) -> None:
+    def __init__(self, refs: np.ndarray, n_neighbors: int, metric: str = "cosine") -> None:
         super().__init__()
         refs64 = np.asarray(refs, dtype=np.float64)
         norms = np.linalg.norm(refs64, axis=1)
         inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
         self.register_buffer("refs", torch.as_tensor(refs64, dtype=torch.float32))
-        self.register_buffer("ref_inv_norm", torch.as_tensor(inv, dtype=torch.float32))
+        if metric == "cosine":
+            self.register_buffer("ref_inv_norm", torch.as_tensor(inv, dtype=torch.float32))
+        else:
+            self.register_buffer("ref_sq", torch.as_tensor(norms ** 2, dtype=torch.float32))
         self.n_neighbors = int(n_neighbors)
+        self.metric = metric
 
     def similarities(self, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cosine similarity to every reference code (B x n_ref) and whether the code is non-zero (B)."""
-        norm = torch.sqrt((code * code).sum(dim=1, keepdim=True))
+        """Similarity to every reference code (B x n_ref; cosine, or minus the squared Euclidean distance) and
+        whether the code is non-zero (B)."""
+        sq = (code * code).sum(dim=1, keepdim=True)
+        norm = torch.sqrt(sq)
         nonzero = norm > 0
+        if self.metric == "euclidean":
+            return -torch.clamp(sq - 2.0 * (code @ self.refs.t()) + self.ref_sq, min=0.0), nonzero[:, 0]
         unit = code / torch.where(nonzero, norm, torch.ones_like(norm))
         return (unit @ self.refs.t()) * self.ref_inv_norm, nonzero[:, 0]
 
     def distance(self, sims: torch.Tensor, nonzero: torch.Tensor) -> torch.Tensor:
         top = torch.topk(sims, self.n_neighbors, dim=1).values
+        if self.metric == "euclidean":
+            return torch.sqrt(-top).mean(dim=1)
         dist = 1.0 - top.mean(dim=1)
         return torch.where(nonzero, dist, torch.ones_like(dist))
 
