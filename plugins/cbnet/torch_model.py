@@ -1,8 +1,9 @@
 """CBNet-style networks (framework-free torch; this is what gets exported to ONNX).
 
 - converter g: four dense layers (``cbnet.md`` section 2). Tables: d -> 2d -> d -> max(2, round(d/2)) -> d, ReLU
-  after the first two, linear bottleneck and output (see :func:`dense_converter`); images, ReLU after the first three: 784-style C*H*W -> 512 -> 256 -> 64 -> C*H*W with a
-  sigmoid output in [0, 1] pixel units, re-standardized in the graph so g's output lives where the prototypes do.
+  after the first two, linear bottleneck and output (see :func:`dense_converter`). Images: C*H*W -> 512 -> 256
+  -> 64 -> C*H*W, ReLU after the first three, sigmoid output in [0, 1] pixel units, re-standardized in the graph
+  so g's output lives where the prototypes do.
 - classifier f: tables: d -> 32 -> K (ReLU); images: conv1 + exit-1 branch of B-LeNet (BranchyNet
   ``networks/lenet_mnist.py``, Chainer max-pool = ``MaxPool2d(2, ceil_mode=True)``) with K outputs.
 - :class:`NearestPrototype` (declared FP32 for INT8): ArgMin of the MatMul-form squared distances to the
