@@ -316,3 +316,78 @@ def test_edge_watch_scores_new_pngs_as_they_arrive(digit_artifact):
     assert lines[0] == "name,score,label,probability" and [x.split(",")[0] for x in lines[1:]] == [
         "new_000.png", "new_001.png"]
     np.testing.assert_allclose([float(x.split(",")[1]) for x in lines[1:]], art.score(test[5:7]).score, rtol=1e-6)
+
+
+# --- HTTP: one real `bentoml serve` ---------------------------------------------------------------
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))).save(
+        buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_http_scores_json_images_and_png_uploads_in_order_with_maps(digit_artifact, tmp_path, table):
+    pytest.importorskip("bentoml")
+    import httpx
+
+    from aeguard.serving.bench import LocalServer
+
+    root, test, _ = digit_artifact
+    X, _ = table
+    AEDetector(**FAST, random_state=0).fit(X).save_artifact(tmp_path / "tab")
+    art = load_artifact(root / "art")
+    expected = art.score(test[:6])
+    srv = LocalServer([f"digits={root / 'art'}", f"tab={tmp_path / 'tab'}"], extra_args=["--max-rows", "8"])
+    try:
+        srv.wait_ready()
+        with httpx.Client(base_url=srv.url, timeout=60.0) as client:
+            # JSON: C x H x W and H x W nests, explain gives the map as nested arrays
+            for images in (test[:6].tolist(), test[:6, 0].tolist()):
+                r = client.post("/score", json={"images": images, "explain": True})
+                assert r.status_code == 200, r.text
+                results = r.json()["results"]
+                np.testing.assert_allclose([x["score"] for x in results], expected.score, rtol=1e-6)
+                np.testing.assert_allclose(np.array([x["map"] for x in results]),
+                                           expected.contrib.reshape(-1, 1, 8, 8), rtol=1e-5, atol=1e-6)
+            # PNG uploads, one or many, answered in upload order (here: reversed)
+            files = [("file", (f"p{i}.png", png_bytes(test[i]), "image/png")) for i in reversed(range(6))]
+            r = client.post("/score_images", files=files, params={"explain": "true"})
+            assert r.status_code == 200, r.text
+            np.testing.assert_allclose([x["score"] for x in r.json()["results"]], expected.score[::-1], rtol=1e-6)
+            r = client.post("/score_images", files=[("one", ("a.png", png_bytes(test[0]), "image/png"))],
+                            data={"threshold": "0"})
+            assert r.status_code == 200 and r.json()["results"][0]["label"] == 1 and r.json()["threshold"] == 0
+            # bad images answer 4xx naming the problem
+            bad = {
+                "wrong size": ([("file", ("big.png", png_bytes(np.zeros((1, 9, 8), np.uint8)), "image/png"))], 400,
+                               "file 0 ('big.png'): image is 8x9, this model takes 8x8 images"),
+                "not a PNG": ([("file", ("a.png", png_bytes(test[0]), "image/png")),
+                               ("file", ("b.png", b"GIF89a....", "image/png"))], 400,
+                              "file 1 ('b.png'): not a PNG file"),
+                "channels": ([("file", ("rgb.png", png_bytes(np.zeros((3, 8, 8), np.uint8)), "image/png"))], 400,
+                             "image is RGB, this model takes 1-channel images"),
+                "too many": ([("file", (f"{i}.png", png_bytes(test[0]), "image/png")) for i in range(9)], 413,
+                             "more than 8 images"),
+            }
+            for what, (upload, status, message) in bad.items():
+                r = client.post("/score_images", files=upload)
+                assert r.status_code == status and message in r.json()["error"], (what, r.text)
+            r = client.post("/score_images", files=[("file", ("a.png", png_bytes(test[0]), "image/png"))],
+                            params={"model": "tab"})
+            assert r.status_code == 400 and "takes tables of 6 features" in r.json()["error"]
+            r = client.post("/score", json={"images": (test[:2] * 1.0 + 300).tolist()})
+            assert r.status_code == 400 and "outside the pixel range [0, 255]" in r.json()["error"]
+            r = client.post("/score", json={"rows": [[0.0] * 64]})
+            assert r.status_code == 400 and "this model takes 1x8x8 (C x H x W) images" in r.json()["error"]
+            r = client.post("/score", json={"images": test[:1].tolist(), "model": "tab"})
+            assert r.status_code == 400 and "takes tables" in r.json()["error"]
+            r = client.post("/score", json={"images": [[[3] * 7 + [True]] * 8]})
+            assert r.status_code == 400 and "not true/false" in r.json()["error"]
+    finally:
+        srv.stop()
