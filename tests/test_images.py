@@ -391,3 +391,57 @@ def test_http_scores_json_images_and_png_uploads_in_order_with_maps(digit_artifa
             assert r.status_code == 400 and "not true/false" in r.json()["error"]
     finally:
         srv.stop()
+
+
+# --- benchmark: digits suite and --as-images ------------------------------------------------------
+
+
+def test_digits_one_class_split_follows_the_protocol():
+    from aeguard.benchmark.images import digits_task
+
+    X, y, fit, test = digits_task("sklearn-digits:3", seed=1)
+    _, target = digits()
+    assert set(target[fit]) == {3} and abs(len(fit) - 0.6 * (target == 3).sum()) <= 1
+    assert not set(fit) & set(test)
+    for k in range(10):  # 40 % of every class in the test split
+        assert abs((target[test] == k).sum() - 0.4 * (target == k).sum()) <= 1
+    np.testing.assert_array_equal(y[test], target[test] != 3)
+    again = digits_task("sklearn-digits:3", seed=1)
+    np.testing.assert_array_equal(again[2], fit)
+    np.testing.assert_array_equal(again[3], test)
+    assert not np.array_equal(digits_task("sklearn-digits:3", seed=2)[2], fit)
+
+
+def test_benchmark_digits_suite_and_as_images_run_image_and_flat_detectors_side_by_side(tmp_path):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from aeguard.core.cli import app
+
+    runner = CliRunner()
+    specs = "ae(epochs=200,epochs_per_step=50),knn"
+    result = runner.invoke(app, ["benchmark", "--suite", "digits", "--datasets", "digit1", "--detectors", specs,
+                                 "--seeds", "1", "--workers", "1", "--out", str(tmp_path / "digits"),
+                                 "--report-to", str(tmp_path / "docs" / "digits.md"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(tmp_path / "digits" / "results.csv")
+    assert set(rows["status"]) == {"ok"} and len(rows) == 2 and (rows["roc_auc"] > 0.8).all()
+    assert (rows["n_fit"] == 109).all()  # 60 % of the 182 ones
+    run = json.loads((tmp_path / "digits" / "run.json").read_text())
+    assert run["images"]["shape"] == [1, 8, 8] and run["protocol"]["one_class"]
+    assert (tmp_path / "docs" / "digits.md").is_file()
+    # --as-images on a folder suite: the same pixels as a table, read as 1x8x8 images by `ae`
+    X, t = digits()
+    (tmp_path / "suite").mkdir()
+    np.savez(tmp_path / "suite" / "ones.npz", X=X[t <= 1].reshape(-1, 64) / 255 * 16, y=(t[t <= 1] == 1).astype(int))
+    args = ["benchmark", "--suite", str(tmp_path / "suite"), "--detectors", specs, "--seeds", "1", "--workers", "1",
+            "--out", str(tmp_path / "as-images"), "--no-progress", "--as-images", "1x8x8"]
+    result = runner.invoke(app, args)  # floats default to [0, 1]: the cell names the problem
+    assert "outside the pixel range [0, 1]" in pd.read_csv(tmp_path / "as-images" / "results.csv")["status"][0]
+    result = runner.invoke(app, [*args[:-2], "--out", str(tmp_path / "as-images-2"), "--as-images", "1x8x8",
+                                 "--pixel-range", "0,16"])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(tmp_path / "as-images-2" / "results.csv")
+    assert set(rows["status"]) == {"ok"}, rows["status"].tolist()
+    result = runner.invoke(app, [*args[:-2], "--as-images", "1x7x8"])
+    assert result.exit_code != 0 and "needs 56 features per row" in str(result.exception or result.output)
