@@ -30,6 +30,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from aeguard.core.outputs import component_columns, component_names
+
 HEADER = "score,label,probability"
 ON_ERROR = ("skip", "nan")
 
@@ -45,25 +47,9 @@ def format_row(score: float, label: int, probability: float, components: Iterabl
     return f"{score:.9g},{int(label)},{probability:.9g}{extra}"
 
 
-def component_names(model: Any) -> list[str]:
-    """The graph's named outputs besides score and contrib, in graph output order."""
-    return [name for name in model.output_names if name not in ("score", "contrib")]
-
-
 def csv_header(names: list[str]) -> str:
     """``score,label,probability`` and the component columns."""
     return ",".join([HEADER, *names])
-
-
-def component_columns(scored: Any, names: list[str]) -> list[list[Any]]:
-    """Per component, its per-row values as Python ints (integer outputs) or floats."""
-    columns = []
-    for name in names:
-        values = np.asarray(scored.components[name])
-        if values.ndim != 1:
-            raise EdgeError(f"component {name!r} has shape {values.shape}: only one value per row fits a CSV column")
-        columns.append(values.astype(np.int64 if values.dtype.kind in "iub" else np.float64).tolist())
-    return columns
 
 
 def load(path: str | Path, device: str = "auto", threads: int | None = None,
@@ -177,7 +163,12 @@ def watch(model: Any, lines: Iterable[str], out: IO[str], err: IO[str], threshol
     if header:
         out.write(csv_header(names) + "\n")
         out.flush()
+    nan_row = ",".join(["nan"] * (3 + len(names))) + "\n"
     for lineno, line in enumerate(lines, 1):
+        if on_error == "nan" and (not line.strip() or line.lstrip().startswith("#")):
+            out.write(nan_row)  # a blank or comment line still holds a place: output stays aligned with input
+            out.flush()
+            continue
         try:
             row = parser.parse(lineno, line)
             if row is None:
@@ -188,7 +179,7 @@ def watch(model: Any, lines: Iterable[str], out: IO[str], err: IO[str], threshol
             err.write(f"bad row: {exc}\n")
             err.flush()
             if on_error == "nan":
-                out.write(",".join(["nan"] * (3 + len(names))) + "\n")
+                out.write(nan_row)
                 out.flush()
             continue
         extra = [column[0] for column in component_columns(result, names)]
@@ -352,8 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact", help="artifact folder")
     p.add_argument("--threshold", type=float, default=None, help="override the artifact's threshold")
     p.add_argument("--on-error", default="skip", choices=ON_ERROR,
-                   help="bad row: skip it (default) or write 'nan,nan,nan' (one nan per column) to keep lines "
-                   "aligned")
+                   help="bad row: skip it (default) or write 'nan,nan,nan' (one nan per column; also for blank "
+                   "and comment lines) to keep output lines aligned with input lines")
     p.add_argument("--header", action="store_true", help=f"write a '{HEADER}' header line first")
     p.add_argument("--folder", default=None, metavar="DIR",
                    help="watch DIR for new PNG images instead of stdin rows (image artifacts; needs Pillow); "

@@ -448,7 +448,7 @@ def probe_batch(manifest: dict[str, Any], rows: int = PROBE_ROWS, seed: int = 0)
     return (mean + scale * rng.standard_normal((rows, d))).astype(np.float32)
 
 
-def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     """Max abs difference; NaN in both at the same place counts as equal (an output that is NaN by definition,
     such as the ``contrib`` of a detector without a per-feature split), NaN on one side only as the largest float
     (finite, so the manifest stays valid JSON)."""
@@ -470,7 +470,7 @@ def compare_graphs(reference: Path, candidate: Path, X: np.ndarray) -> dict[str,
     ref, cand = outs
     if set(ref) != set(cand):
         raise ArtifactError(f"variant graph outputs {sorted(cand)} differ from the source's {sorted(ref)}")
-    diffs = {name: _max_abs_diff(ref[name], cand[name]) for name in ref}
+    diffs = {name: max_abs_diff(ref[name], cand[name]) for name in ref}
     span = float(np.max(np.abs(ref["score"]))) or 1.0
     return {"probe_rows": int(len(X)), "max_abs_diff": diffs, "score_span": span,
             "max_rel_diff_score": diffs["score"] / span, "spearman_score": spearman(ref["score"], cand["score"])}

@@ -312,3 +312,12 @@ def test_benchmark_passes_a_datasets_classes_to_detectors_that_accept_them(class
     X_fit, X_test, _, _ = make_split(X, y, 1, fit_cap=50)
     np.testing.assert_array_equal(X[fit_idx], X_fit)
     np.testing.assert_array_equal(X[test_idx], X_test)
+
+
+def test_bench_train_reports_wall_and_cpu_ratios_for_the_stage_loop():
+    from aeguard.core.overhead import measure_overhead
+
+    result = measure_overhead("ae", rows=100, features=4, epochs=20, repeats=1)
+    for key in ("ratio_to_torch", "cpu_ratio_to_torch"):
+        assert set(result[key]) == {"torch", "lightning chunked", "lightning per-epoch"}
+        assert result[key]["torch"] == 1.0 and all(v > 0 for v in result[key].values())
