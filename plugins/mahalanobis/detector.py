@@ -25,6 +25,7 @@ SCALES = ("mad", "std")
 CLASS_MODES = ("auto", "per_class", "tied", "none")
 LOSSES = ("auto", "mse", "bce")
 OPTIMIZERS = ("adam", "adadelta")
+TERMS = ("both", "latent", "recon")
 
 #: the paper's settings (spec sections 3, 4 and 8), applied by ``faithful=True`` over the given values
 FAITHFUL = {"optimizer": "adadelta", "lr": 1.0, "epochs": 500, "early_stopping": 20, "covariance": "empirical",
@@ -74,10 +75,17 @@ def fit_gaussian(codes: np.ndarray, method: str, seed: int = 0,
     raise ValueError(f"covariance must be one of {COVARIANCES}, got {method!r}")
 
 
-def ridge(cov: np.ndarray) -> tuple[np.ndarray, float]:
-    """``S + eps I`` with ``eps = 1e-6 trace(S) / m`` (floored at 1e-12, so a constant latent stays invertible)."""
+def ridge(cov: np.ndarray, spread: float | None = None) -> tuple[np.ndarray, float]:
+    """``S + eps I`` with ``eps = 1e-6 * spread / m`` (floored at 1e-12, so a constant latent stays invertible).
+
+    ``spread`` is the trace of the sample covariance of the codes the Gaussian was fitted on (default
+    ``trace(S)``). It equals the spec's ``trace(S)`` for ``empirical`` and, up to ``(n - 1) / n``, for Ledoit-Wolf
+    (shrinkage keeps the trace); for MCD, whose support can be degenerate when many codes coincide (an encoder's
+    dead-ReLU region maps them to one point), it ties the ridge to the spread of all codes, so float32 noise in a
+    zero-variance direction is not amplified a million-fold.
+    """
     m = cov.shape[0]
-    eps = max(RIDGE * float(np.trace(cov)) / m, RIDGE_FLOOR)
+    eps = max(RIDGE * float(np.trace(cov) if spread is None else spread) / m, RIDGE_FLOOR)
     return cov + eps * np.eye(m), eps
 
 
@@ -147,6 +155,7 @@ class MahalanobisDetector(MSSMixin, DeepDetector):
     - ``class_mode``: ``auto``, ``per_class``, ``tied`` or ``none``;
     - ``loss``: ``auto`` (BCE with a sigmoid output for image inputs in [0, 1], else MSE), ``mse`` or ``bce``;
     - ``optimizer``: ``adam`` (default) or ``adadelta``;
+    - ``terms``: ``both`` (default), or the ablations ``latent`` (``beta = 0``) and ``recon`` (``alpha = 0``);
     - ``faithful``: the paper's settings (Adadelta lr 1.0, 500 epochs, patience 20, empirical covariance, std
       scales) over the given ones;
     - ``mss``, ``mss_*``: mean-shift scoring of the reconstruction term (``aeguard.plugins.mss``); the network and
@@ -160,10 +169,12 @@ class MahalanobisDetector(MSSMixin, DeepDetector):
         "covariance": Choice(choices=COVARIANCES), "scale": Choice(choices=SCALES),
         "class_mode": Choice(choices=CLASS_MODES), "loss": Choice(choices=LOSSES),
         "optimizer": Choice(choices=OPTIMIZERS), "faithful": Bool(), "restore_best": Bool(),
+        "terms": Choice(choices=TERMS),
     }
 
     def __init__(self, latent: int | None = None, covariance: str = "ledoit_wolf", scale: str = "mad",
-                 class_mode: str = "auto", loss: str = "auto", optimizer: str = "adam", faithful: bool = False,
+                 class_mode: str = "auto", loss: str = "auto", optimizer: str = "adam", terms: str = "both",
+                 faithful: bool = False,
                  epochs: int = 500, lr: float = 1e-3, batch_size: int | None = 256, val_fraction: float = 1 / 6,
                  early_stopping: int | None = 20, restore_best: bool = True, epochs_per_step: int = 50,
                  mss: bool = False, mss_k: int | None = None, mss_m: int = 1, mss_max_ref: int | None = 10000,
@@ -175,6 +186,7 @@ class MahalanobisDetector(MSSMixin, DeepDetector):
         self.class_mode = class_mode
         self.loss = loss
         self.optimizer = optimizer
+        self.terms = terms
         self.faithful = faithful
         self.epochs = epochs
         self.lr = lr
@@ -251,22 +263,24 @@ class MahalanobisDetector(MSSMixin, DeepDetector):
             groups = [np.flatnonzero(labels == c) for c in range(data.n_classes)]
             for c, rows in enumerate(groups):
                 if len(rows) < 2:
-                    raise ValueError(f"class {self.class_labels_[c]!r} has {len(rows)} training row(s); "
+                    raise ValueError(f"class {_plain(self.class_labels_[c])!r} has {len(rows)} training row(s); "
                                      f"class_mode={mode!r} needs at least 2 per class")
         if mode == "tied":
             mus = np.stack([codes[rows].mean(axis=0) for rows in groups])
             residuals = codes - mus[data.classes_train]
             _, cov = fit_gaussian(residuals, method, seed, assume_centered=True)
-            if method == "empirical":  # pooled within-class covariance: n - K degrees of freedom
-                cov = cov * (len(codes) - 1) / max(1, len(codes) - len(groups))
-            covs = [cov]
+            dof = max(1, len(codes) - len(groups))  # pooled within-class covariance: n - K degrees of freedom
+            if method == "empirical":
+                cov = cov * (len(codes) - 1) / dof
+            covs, spreads = [cov], [float((residuals ** 2).sum()) / dof]
         else:
             fits = [fit_gaussian(codes[rows], method, seed) for rows in groups]
             mus = np.stack([mu for mu, _ in fits])
             covs = [cov for _, cov in fits]
+            spreads = [float(np.var(codes[rows], axis=0, ddof=1).sum()) for rows in groups]
         whitens, eps, methods = [], [], []
-        for cov in covs:
-            cov_reg, e = ridge(cov)
+        for cov, spread in zip(covs, spreads):
+            cov_reg, e = ridge(cov, spread)
             w, how = whitening(cov_reg, e)
             whitens.append(w)
             eps.append(e)
@@ -280,8 +294,9 @@ class MahalanobisDetector(MSSMixin, DeepDetector):
         self.scales_from_ = "validation" if data.z_val is not None else "training"
         d_rows, r_rows = _terms(model, rows, rows)
         kind = self._param("scale", "mad")
-        self.alpha_ = 1.0 / robust_scale(d_rows, kind)
-        self.beta_ = 1.0 / robust_scale(r_rows, kind)
+        terms = self._param("terms", "both")
+        self.alpha_ = 0.0 if terms == "recon" else 1.0 / robust_scale(d_rows, kind)
+        self.beta_ = 0.0 if terms == "latent" else 1.0 / robust_scale(r_rows, kind)
         model.latent.alpha.fill_(self.alpha_)
         model.beta.fill_(self.beta_)
 
@@ -289,7 +304,7 @@ class MahalanobisDetector(MSSMixin, DeepDetector):
         """With ``mss``: the kNN mean-shifted target (MSSMixin), and ``beta`` re-measured against it on the same
         rows, so the reconstruction term keeps unit scale when it is scored against the shifted target."""
         target, fit_targets = super().make_target(model, data)
-        if fit_targets is not None:
+        if fit_targets is not None and self._param("terms", "both") != "latent":
             rows = data.val_idx if len(data.val_idx) else data.train_idx
             _, r_rows = _terms(model, data.z[rows], fit_targets[rows])
             self.beta_ = 1.0 / robust_scale(r_rows, self._param("scale", "mad"))
@@ -299,11 +314,12 @@ class MahalanobisDetector(MSSMixin, DeepDetector):
     def manifest_extra(self) -> dict[str, Any]:
         extra = super().manifest_extra()
         if hasattr(self, "alpha_"):
-            block = {**self.gaussians_, "alpha": self.alpha_, "beta": self.beta_, "scale": self._param("scale", "mad"),
+            block = {**self.gaussians_, "terms": self._param("terms", "both"),
+                     "alpha": self.alpha_, "beta": self.beta_, "scale": self._param("scale", "mad"),
                      "scales_from": self.scales_from_, "loss": self.loss_,
                      "optimizer": self._param("optimizer", "adam"), "faithful": bool(self.faithful)}
             if hasattr(self, "class_labels_"):
-                block["class_labels"] = [v.item() if hasattr(v, "item") else v for v in self.class_labels_]
+                block["class_labels"] = [_plain(v) for v in self.class_labels_]
             extra["mahalanobis"] = block
         return extra
 
@@ -329,6 +345,11 @@ class MahalanobisDetector(MSSMixin, DeepDetector):
             d = torch.sqrt((u ** 2).sum(dim=1))
             terms = float(latent.alpha) * diff * p_diff / torch.where(d > 0, d, torch.ones_like(d)).unsqueeze(1)
         return pd.DataFrame(terms.numpy(), columns=[f"z{k}" for k in range(terms.shape[1])])
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar label as the Python value it holds (for messages and JSON)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 @torch.no_grad()
