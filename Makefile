@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q
 DEMO_EXTRAS := cpu,train
-TEST_EXTRAS := cpu,train,serve,dev,distributed
+TEST_EXTRAS := cpu,train,serve,dev,distributed,sign
 
 .PHONY: demo test lint install install-demo clean bench-train
 
@@ -106,3 +106,26 @@ ODDS_DIR ?=
 bench-odds: $(VENV)/.demo-installed
 	$(VENV)/bin/aeguard benchmark --suite odds --detectors ae,baselines --seeds 5 --workers 2 --out runs/odds \
 		$(if $(ODDS_DIR),--data-dir $(ODDS_DIR)) --report-to docs/benchmarks/odds.md
+
+# --- reliability and security (docs/security.md, docs/serving.md "Faults and endurance") -------------------
+.PHONY: fuzz fault-kill soak test-security
+FUZZ_EXAMPLES ?= 2000
+# the property tests of tests/test_fuzz.py with many more cases than CI's 100 per property (random seed;
+# hypothesis prints the number of cases run per property)
+fuzz: $(VENV)/.test-installed
+	AEGUARD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) AEGUARD_FUZZ_RANDOM=1 $(PY) -m pytest -q -p no:cacheprovider \
+		tests/test_fuzz.py --hypothesis-show-statistics
+
+test-security: $(VENV)/.test-installed
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_security.py tests/test_fuzz.py
+
+# SIGKILL one of 2 workers under bounded mixed load; JSON result appended to runs/faults.jsonl
+fault-kill: $(VENV)/.test-installed $(SERVE_ARTIFACT)
+	@mkdir -p runs
+	$(VENV)/bin/aeguard fault-kill $(SERVE_ARTIFACT) --workers 2 --before 5 --after 25 -o runs/faults.jsonl
+
+# 5 minutes of mixed good/bad load on 2 workers: RSS start/end (fails over 10 % growth), requests/s
+SOAK_SECONDS ?= 300
+soak: $(VENV)/.test-installed $(SERVE_ARTIFACT)
+	@mkdir -p runs
+	$(VENV)/bin/aeguard soak $(SERVE_ARTIFACT) --duration $(SOAK_SECONDS) --workers 2 -o runs/faults.jsonl

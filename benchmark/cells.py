@@ -15,11 +15,12 @@ import time
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .protocol import FIT_CAP, make_split, parse_detector_spec
+from .protocol import FIT_CAP, parse_detector_spec, split_indices
 
 #: columns of results.csv, in order
 COLUMNS = ("dataset", "detector", "seed", "roc_auc", "ap", "fit_seconds", "score_seconds", "peak_rss_mb",
@@ -70,16 +71,20 @@ def error_status(exc: BaseException) -> str:
 
 
 def _run(cell: Cell, row: dict[str, Any]) -> None:
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    from aeguard.core.metrics import average_precision, roc_auc
 
     X, y = load_labelled(cell.source, cell.data_dir)
+    classes = load_classes(cell.source)
     detector = build_detector(cell.detector, cell.seed)
     _limit_torch(cell.threads)
     with PeakRSS() as memory:
-        X_fit, X_test, _, y_test = make_split(X, y, cell.seed, fit_cap=cell.fit_cap)
+        fit_idx, test_idx = split_indices(y, cell.seed, fit_cap=cell.fit_cap)
+        X_fit, X_test, y_test = X[fit_idx], X[test_idx], y[test_idx]
         row["n_fit"], row["n_test"] = len(X_fit), len(X_test)
+        # no outlier labels: the protocol never shows y to a detector; class labels only to those that model them
+        extra = {"classes": classes[fit_idx]} if classes is not None and type(detector).accepts_classes else {}
         start = time.perf_counter()
-        detector.fit(X_fit)  # no labels: the protocol never shows y to a detector
+        detector.fit(X_fit, **extra)
         row["fit_seconds"] = time.perf_counter() - start
         start = time.perf_counter()
         scores = np.asarray(detector.decision_function(X_test), dtype=np.float64)
@@ -87,8 +92,8 @@ def _run(cell: Cell, row: dict[str, Any]) -> None:
     row["peak_rss_mb"] = memory.peak_mb
     if scores.shape != (len(X_test),) or not np.all(np.isfinite(scores)):
         raise ValueError(f"detector returned {np.sum(~np.isfinite(scores))} non-finite or misshapen scores")
-    row["roc_auc"] = float(roc_auc_score(y_test, scores))
-    row["ap"] = float(average_precision_score(y_test, scores))
+    row["roc_auc"] = roc_auc(y_test, scores)
+    row["ap"] = average_precision(y_test, scores)
 
 
 _WARMED: set[str] = set()
@@ -146,6 +151,15 @@ def check_specs(specs: list[str]) -> None:
 
 
 @lru_cache(maxsize=3)
+def load_classes(source: str) -> np.ndarray | None:
+    """The optional ``classes`` array (class labels of the rows, not outlier labels) of an ``.npz`` dataset."""
+    path = Path(source)
+    if path.suffix != ".npz" or not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        return np.asarray(data["classes"]).ravel() if "classes" in data.files else None
+
+
 def load_labelled(source: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
     """Features and 0/1 labels; cached per process because consecutive cells share their dataset."""
     from aeguard.datasets.loaders import load_dataset

@@ -33,6 +33,19 @@ _NAME = re.compile(r"^[A-Za-z_][\w.+\-]*$")
 _KEY = re.compile(r"^[A-Za-z_]\w*$")
 
 
+def split_indices(y: np.ndarray, seed: int, fit_cap: int | None = FIT_CAP) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices ``(fit, test)`` of the protocol's split (see :func:`make_split`), so that per-row arrays
+    besides ``X`` and ``y`` (class labels) follow the same split."""
+    from sklearn.model_selection import train_test_split
+
+    y = np.asarray(y).ravel()
+    fit_idx, test_idx = train_test_split(np.arange(len(y)), test_size=TEST_SIZE, stratify=y, random_state=seed)
+    if fit_cap is not None and len(fit_idx) > fit_cap:
+        keep = np.sort(np.random.RandomState(seed).choice(len(fit_idx), size=fit_cap, replace=False))
+        fit_idx = fit_idx[keep]
+    return fit_idx, test_idx
+
+
 def make_split(
     X: np.ndarray, y: np.ndarray, seed: int, fit_cap: int | None = FIT_CAP
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -43,17 +56,12 @@ def make_split(
     their split order). The test split is never subsampled. ``y_fit`` is returned for bookkeeping only: the
     protocol never shows it to a detector.
     """
-    from sklearn.model_selection import train_test_split
-
     X = np.asarray(X)
     y = np.asarray(y).ravel()
     if X.ndim != 2 or len(X) != len(y):
         raise ValueError(f"X must be 2-D with one label per row, got X {X.shape} and y {y.shape}")
-    X_fit, X_test, y_fit, y_test = train_test_split(X, y, test_size=TEST_SIZE, stratify=y, random_state=seed)
-    if fit_cap is not None and len(X_fit) > fit_cap:
-        keep = np.sort(np.random.RandomState(seed).choice(len(X_fit), size=fit_cap, replace=False))
-        X_fit, y_fit = X_fit[keep], y_fit[keep]
-    return X_fit, X_test, y_fit, y_test
+    fit_idx, test_idx = split_indices(y, seed, fit_cap)
+    return X[fit_idx], X[test_idx], y[fit_idx], y[test_idx]
 
 
 def parse_detector_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
@@ -126,14 +134,8 @@ def with_param(spec: str, key: str, value: str) -> str:
 
 
 def is_baseline(spec: str) -> bool:
-    """A baseline is a detector whose registry record does not export ONNX (the PyOD adapters)."""
-    name = parse_detector_spec(spec)[1]
-    try:
-        from aeguard.core import registry
-
-        return not registry.get(name).exports_onnx
-    except Exception:  # noqa: BLE001 - report built where the detector is not installed
-        return name in BASELINES
+    """A baseline is one of the PyOD adapters (:data:`BASELINES`); they export ONNX like every detector now."""
+    return parse_detector_spec(spec)[1] in BASELINES
 
 
 def baseline_scaling(spec: str) -> str | None:

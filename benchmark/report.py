@@ -193,9 +193,10 @@ def read_report_page(path: Path) -> Source:
                   _sha256(path), n_seeds, stats)
 
 
-def _source_text(number: int, source: Source, base_dir: Path) -> str:
+def _source_text(number: int, source: Source) -> str:
+    """The source as it was given (``--with`` path), with the sha256 that pins its content."""
     dets = ", ".join(f"`{d}`" for d in source.detectors)
-    where = f"`{_rel(source.path, base_dir)}` (sha256 {source.sha256[:12]})"
+    where = f"`{source.path.as_posix()}` (sha256 {source.sha256[:12]})"
     command = f", written by `{source.command}`" if source.command else ""
     if source.kind == "page":
         return (f"Merged source {number}: {dets}: per-dataset mean ± std over {source.seeds or '?'} seeds read from "
@@ -307,7 +308,7 @@ def compose(frame: pd.DataFrame, run: dict[str, Any], fig_dir: Path, base_dir: P
     suite = run.get("suite", "")
     report.add("h1", title or ("aeguard on ODDS: offline benchmark" if suite == "odds" else "aeguard benchmark"))
     _run_section(report, frame, run, detectors, datasets, ours, baselines,
-                 [_source_text(n, s, base_dir) for n, s in enumerate(sources, 1)])
+                 [_source_text(n, s) for n, s in enumerate(sources, 1)])
     _data_section(report, frame, run)
     fig_dir.mkdir(parents=True, exist_ok=True)
     stats = {m: summarize(frame, m, detectors, datasets) for m in METRICS}

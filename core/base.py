@@ -20,10 +20,14 @@ from aeguard.core.params import check_params
 from aeguard.core.validation import (
     check_classes,
     check_features,
+    check_images,
     check_labels,
+    check_modality,
     check_scores,
     default_feature_names,
     feature_names_of,
+    input_modality,
+    pixel_feature_names,
 )
 
 
@@ -53,7 +57,7 @@ def as_component(values: np.ndarray) -> np.ndarray:
 def fingerprint(X: np.ndarray) -> dict[str, Any]:
     """A training-data fingerprint for the manifest: shape and sha256 of the float64 bytes."""
     arr = np.ascontiguousarray(X, dtype=np.float64)
-    return {"n_rows": int(arr.shape[0]), "n_features": int(arr.shape[1]),
+    return {"n_rows": int(arr.shape[0]), "n_features": int(np.prod(arr.shape[1:])),
             "sha256": hashlib.sha256(arr.tobytes()).hexdigest()}
 
 
@@ -88,6 +92,9 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     exportable: ClassVar[bool] = False
     #: whether ``fit(X, classes=...)`` is accepted (class labels, never outlier labels); enforced in :meth:`fit`
     accepts_classes: ClassVar[bool] = False
+    #: what ``fit``/``decision_function`` accept: "tabular" (2-D tables) and/or "image" ((N, C, H, W) and
+    #: (N, H, W) arrays); must equal the registry record's ``modalities`` (a test checks every record)
+    modalities: ClassVar[tuple[str, ...]] = ("tabular",)
     contamination: Any = 0.1
     random_state: Any = None
 
@@ -102,26 +109,42 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         return self._score(X).score
 
     # --- estimator API ---------------------------------------------------------------------------
-    def fit(self, X: Any, y: Any = None, classes: Any = None) -> BaseDetector:
-        """Fit on ``X`` (array or DataFrame); ``y`` is optional and ignored by unsupervised detectors.
+    def fit(self, X: Any, y: Any = None, classes: Any = None, pixel_range: Any = None) -> BaseDetector:
+        """Fit on ``X`` (array or DataFrame, or an image batch); ``y`` is optional and ignored by unsupervised
+        detectors.
 
         ``classes``: optional class labels of the (normal) rows, one per row, for detectors that model classes
         (their record says ``accepts_classes``); they are never outlier labels.
+        ``pixel_range``: for image batches ((N, C, H, W) or (N, H, W), detectors with ``"image"`` in
+        ``modalities``), the (low, high) range of the pixel values; default uint8 0-255, floats [0, 1].
         """
         th.check_contamination(self.contamination)
         if classes is not None and not type(self).accepts_classes:
             raise ValueError(f"{type(self).__name__} does not accept class labels (classes=...); "
                              "only detectors whose record says accepts_classes do")
         check_params(self)  # declared types and ranges (aeguard.core.params), before any work
+        modality = input_modality(X)
+        check_modality(type(self).__name__, type(self).modalities, modality)
         names = feature_names_of(X)
-        X_arr = check_features(X, min_samples=2)
+        if modality == "image":
+            X_arr, self.pixel_range_ = check_images(X, pixel_range=pixel_range, min_samples=2)
+            self.image_shape_ = tuple(int(v) for v in X_arr.shape[1:])
+        else:
+            if pixel_range is not None:
+                raise ValueError("pixel_range applies to image batches only; X is a table")
+            X_arr = check_features(X, min_samples=2)
+            for stale in ("image_shape_", "pixel_range_"):
+                if hasattr(self, stale):
+                    delattr(self, stale)
+        #: the shape of one input row: (d,) for tables, (C, H, W) for images
+        self.input_shape_ = tuple(int(v) for v in X_arr.shape[1:])
         y_arr = check_labels(y, X_arr.shape[0])
         codes = None
         if classes is not None:
             self.class_labels_, codes = check_classes(classes, X_arr.shape[0])
         elif hasattr(self, "class_labels_"):
             del self.class_labels_
-        self.n_features_in_ = X_arr.shape[1]
+        self.n_features_in_ = int(np.prod(self.input_shape_))
         if names is not None:
             self.feature_names_in_ = np.asarray(names, dtype=object)
         elif hasattr(self, "feature_names_in_"):
@@ -142,8 +165,10 @@ class BaseDetector(OutlierMixin, BaseEstimator):
 
     @property
     def feature_names_(self) -> list[str]:
-        """Fitted feature names (``x0..`` when fitted on an array)."""
+        """Fitted feature names (``x0..`` when fitted on an array, ``c0_h0_w0..`` on images)."""
         self._check_fitted()
+        if hasattr(self, "image_shape_"):
+            return pixel_feature_names(self.image_shape_)
         if hasattr(self, "feature_names_in_"):
             return [str(n) for n in self.feature_names_in_]
         return default_feature_names(self.n_features_in_)
@@ -159,6 +184,15 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     def _validate(self, X: Any) -> np.ndarray:
         """Check ``X`` against the fitted layout: by column name when both sides have names, else by width."""
         self._check_fitted()
+        owner = type(self).__name__
+        if hasattr(self, "image_shape_"):
+            if input_modality(X) != "image":
+                raise ValueError(f"{owner} was fitted on {self.image_shape_} images; pass an (N, C, H, W) or "
+                                 "(N, H, W) array, not a table")
+            return check_images(X, pixel_range=self.pixel_range_, image_shape=self.image_shape_, owner=owner)[0]
+        if input_modality(X) == "image":
+            raise ValueError(f"{owner} was fitted on a table of {self.n_features_in_} features, got an image batch "
+                             f"of shape {np.shape(X)}")
         by_name = hasattr(self, "feature_names_in_") and feature_names_of(X) is not None
         names = [str(n) for n in self.feature_names_in_] if by_name else None
         return check_features(X, feature_names=names, n_features=self.n_features_in_, owner=type(self).__name__)
@@ -191,6 +225,12 @@ class BaseDetector(OutlierMixin, BaseEstimator):
         if out.contrib is None:
             raise NotImplementedError(f"{type(self).__name__} gives no per-feature contributions")
         return pd.DataFrame(np.asarray(out.contrib, dtype=np.float64), columns=self.feature_names_)
+
+    def explain_maps(self, X: Any) -> np.ndarray:
+        """Per-pixel contribution maps (N, C, H, W) of an image-fitted detector: :meth:`explain` reshaped."""
+        if not hasattr(self, "image_shape_"):
+            raise ValueError(f"{type(self).__name__} was fitted on a table; use explain(X)")
+        return self.explain(X).to_numpy().reshape(-1, *self.image_shape_)
 
     def set_threshold(self, contamination: Any = None, fpr: float | None = None) -> BaseDetector:
         """Move the threshold on the stored fit-set scores, without retraining."""

@@ -50,6 +50,10 @@ def read_data(path: Path, label_column: str | None = None) -> tuple[Any, Any]:
 
     if not path.exists():
         raise CLIError(f"data file not found: {path}")
+    from aeguard.core.images import is_image_source, read_images
+
+    if is_image_source(path):  # a PNG folder or an .npz of (N, C, H, W) / (N, H, W) images (core/images.py)
+        return read_images(path)[:2]
     frame, y = load_table(path, label_column=label_column)
     if path.suffix.lower() in (".npz", ".mat"):
         return frame.to_numpy(), y
@@ -105,8 +109,10 @@ def fit_cmd(
     contamination: str = typer.Option(None, "--contamination", help="Float in [0, 0.5], 0 or 'auto'."),
     label_column: str = typer.Option(None, "--label-column", help="Column with outlier labels to drop."),
     variant: str = typer.Option("fp32", "--variant", help="Export variant: fp32 or legacy (opset 17)."),
+    pixel_range: str = typer.Option(None, "--pixel-range", help="Images: LOW,HIGH of the pixel values "
+                                    "(default uint8 0,255; floats 0,1)."),
 ) -> None:
-    """Fit a detector on DATA and write an ONNX artifact."""
+    """Fit a detector on DATA (a table, an image .npz or a folder of PNGs) and write an ONNX artifact."""
     from aeguard.core import registry
 
     record = registry.get(name)
@@ -117,7 +123,7 @@ def fit_cmd(
     X, y = read_data(data, label_column)
     detector = build_detector(name, parse_params(param), seed, rate)
     with console.status(f"fitting {name} on {len(X)} rows") if not getattr(detector, "verbose", False) else _null():
-        detector.fit(X)
+        detector.fit(X, pixel_range=pixel_range)
     path = detector.save_artifact(output, variant=variant)
     msg = f"wrote {path} (threshold {detector.threshold_:.6g}, {int(detector.labels_.sum())} fit rows flagged)"
     if y is not None and len(set(y.tolist())) == 2:
@@ -143,11 +149,13 @@ def score_cmd(
     label_column: str = typer.Option(None, "--label-column", help="Column with labels to drop."),
     threshold: float = typer.Option(None, "--threshold", help="Override the artifact's threshold."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    trusted_keys: Path = typer.Option(None, "--trusted-keys", envvar="AEGUARD_TRUSTED_KEYS",
+                                      help="Folder of Ed25519 *.pub keys: refuse artifacts not signed by one."),
 ) -> None:
     """Score DATA with an artifact: CSV with columns score,label,probability in input order."""
     from aeguard.core.artifact import load_artifact
 
-    model = load_artifact(artifact, device=device)
+    model = load_artifact(artifact, device=device, trusted_keys=trusted_keys)
     X, _ = read_data(data, label_column)
     frame = model.score(X, threshold=threshold).to_frame()
     if output is None:

@@ -41,7 +41,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -176,10 +176,56 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.scale
 
 
+class ImageStandardize(nn.Module):
+    """Raw pixels to standardized inputs: ``((x - low) / (high - low) - mean[c]) / scale[c]``, graph constants.
+
+    Pixels are first scaled to [0, 1] by the fit's pixel range (uint8: 0-255), then standardized per channel,
+    never per pixel: a pixel that is constant over the fit set (a border, a mask) keeps the channel's scale
+    instead of a near-zero one that would let its smallest change dominate every score (``apre.md`` section 7).
+    ``layout`` is what the model takes: ``"flat"`` rows (B, C*H*W) in C-order, or ``"chw"`` (B, C, H, W).
+    """
+
+    def __init__(self, pixel_range: tuple[float, float], mean: np.ndarray, scale: np.ndarray,
+                 layout: str = "flat") -> None:
+        super().__init__()
+        if layout not in ("flat", "chw"):
+            raise ValueError(f"image layout must be 'flat' or 'chw', got {layout!r}")
+        self.pixel_range = (float(pixel_range[0]), float(pixel_range[1]))
+        self.layout = layout
+        channels = len(mean)
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).reshape(channels, 1, 1))
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32).reshape(channels, 1, 1))
+
+    @staticmethod
+    def statistics(X: np.ndarray, pixel_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean and scale (ddof=1 std + 1e-5, as :class:`Standardize`) of [0, 1]-scaled pixels."""
+        lo, hi = pixel_range
+        x01 = (X - lo) / (hi - lo)
+        return x01.mean(axis=(0, 2, 3)), x01.std(axis=(0, 2, 3), ddof=1) + 1e-5
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """The same map in numpy float64 (the fit rows the plugin trains on), then float32."""
+        lo, hi = self.pixel_range
+        mean, scale = self.mean.numpy().astype(np.float64), self.scale.numpy().astype(np.float64)
+        z = (((X - lo) / (hi - lo)) - mean) / scale
+        return (z.reshape(len(z), -1) if self.layout == "flat" else z).astype(np.float32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.pixel_range
+        z = ((x - lo) / (hi - lo) - self.mean) / self.scale
+        return z.flatten(1) if self.layout == "flat" else z
+
+    def manifest(self) -> dict[str, Any]:
+        return {"type": "image_standardize", "in_graph": True, "per": "channel", "layout": self.layout,
+                "formula": "((x - low) / (high - low) - mean[c]) / scale[c]",
+                "pixel_range": list(self.pixel_range), "mean": self.mean.flatten().tolist(),
+                "scale": self.scale.flatten().tolist()}
+
+
 class ScoringGraph(nn.Module):
     """Raw features in, named score outputs out: what runs in process and what is exported to ONNX."""
 
-    def __init__(self, standardize: Standardize, model: nn.Module, target: nn.Module | None,
+    def __init__(self, standardize: Standardize | ImageStandardize, model: nn.Module, target: nn.Module | None,
                  output_names: list[str]) -> None:
         super().__init__()
         self.standardize = standardize
@@ -248,6 +294,10 @@ class DeepDetector(BaseDetector):
     """
 
     exportable = True
+    #: what the model takes from image inputs: "flat" rows (B, C*H*W) or "chw" tensors (B, C, H, W); the base
+    #: standardizes per channel either way (:class:`ImageStandardize`). Images reach a plugin only when its class
+    #: lists "image" in ``modalities``.
+    image_layout: ClassVar[str] = "flat"
 
     # --- plugin hooks ----------------------------------------------------------------------------
     def prepare(self, data: FitData) -> None:
@@ -316,9 +366,15 @@ class DeepDetector(BaseDetector):
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
         self.device_ = resolve_device(self._param("device", "auto"))
-        mean, scale = self._standardize_stats(X)
-        self.standardize_ = Standardize(mean, scale)
-        z_all = ((X - mean) / scale).astype(np.float32)
+        if X.ndim == 4:  # images: [0, 1] by the pixel range, then per-channel statistics
+            pixel_range = tuple(getattr(self, "pixel_range_", (0.0, 1.0)))
+            mean, scale = ImageStandardize.statistics(X, pixel_range)
+            self.standardize_ = ImageStandardize(pixel_range, mean, scale, layout=type(self).image_layout)
+            z_all = self.standardize_.transform(X)
+        else:
+            mean, scale = self._standardize_stats(X)
+            self.standardize_ = Standardize(mean, scale)
+            z_all = ((X - mean) / scale).astype(np.float32)
         train_idx, val_idx = self._split(len(z_all), rng)
         n_classes = int(classes.max()) + 1 if classes is not None and len(classes) else 0
         data = FitData(z=z_all, train_idx=train_idx, val_idx=val_idx, seed=seed, classes=classes,
@@ -338,7 +394,7 @@ class DeepDetector(BaseDetector):
         self._build_graph()
 
     def _build_graph(self) -> None:
-        probe = torch.zeros(2, self.n_features_in_)
+        probe = torch.zeros(2, *self._row_shape())
         with torch.no_grad():
             z = self.standardize_(probe)
             names = list(self.model_.score_against(z, z).keys())
@@ -350,7 +406,11 @@ class DeepDetector(BaseDetector):
         self.output_names_ = ordered
         from aeguard.core.export import bytes_per_row
 
-        self.bytes_per_row_ = bytes_per_row(self.graph_, (self.n_features_in_,))
+        self.bytes_per_row_ = bytes_per_row(self.graph_, self._row_shape())
+
+    def _row_shape(self) -> tuple[int, ...]:
+        """The shape of one raw input row: (d,) or (C, H, W); fits from before images have no input_shape_."""
+        return tuple(getattr(self, "input_shape_", (self.n_features_in_,)))
 
     def _run_graph(self, X: np.ndarray) -> dict[str, np.ndarray]:
         from aeguard.core.chunks import chunk_rows, run_chunked
@@ -381,7 +441,7 @@ class DeepDetector(BaseDetector):
         from aeguard.core.export import export_graph
 
         self._check_fitted()
-        return export_graph(self.graph_, (self.n_features_in_,), self.output_names_, path, variant=variant)
+        return export_graph(self.graph_, self._row_shape(), self.output_names_, path, variant=variant)
 
 
 def epochs_to_steps(epochs: int, epochs_per_step: int) -> int:

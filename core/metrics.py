@@ -1,4 +1,5 @@
-"""Ranking metrics in numpy (the torch-free runtime and the demo use them without scikit-learn)."""
+"""The one metrics module: ranking metrics in numpy (ROC-AUC and AP equal scikit-learn's, ties included; the
+torch-free runtime, the CLI, the benchmark and the edge checks use them without scikit-learn)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,11 @@ def average_precision(y: np.ndarray, scores: np.ndarray) -> float:
     precision = tp / (last + 1)
     recall_gain = np.diff(np.r_[0, tp]) / t.sum()
     return float(np.sum(precision * recall_gain))
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN when either side is constant."""
+    ra, rb = _average_ranks(np.asarray(a, dtype=np.float64)), _average_ranks(np.asarray(b, dtype=np.float64))
+    if np.ptp(ra) == 0 or np.ptp(rb) == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])

@@ -59,9 +59,10 @@ def bench_train(
     from aeguard.core.overhead import measure_overhead
 
     result = measure_overhead(detector, rows=rows, features=features, epochs=epochs, repeats=repeats)
-    table = Table("loop", "ms / epoch", "ratio to torch")
+    table = Table("loop", "ms / epoch", "ratio to torch", "CPU ms / epoch", "CPU ratio")
     for key, value in result["ms_per_epoch"].items():
-        table.add_row(key, f"{value:.4f}", f"{result['ratio_to_torch'][key]:.3f}")
+        table.add_row(key, f"{value:.4f}", f"{result['ratio_to_torch'][key]:.3f}",
+                      f"{result['cpu_ms_per_epoch'][key]:.4f}", f"{result['cpu_ratio_to_torch'][key]:.3f}")
     console.print(table)
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -70,5 +71,8 @@ def bench_train(
 
 
 def register(app: typer.Typer) -> None:
+    from aeguard.core.explain_cli import explain
+
     app.command("demo")(demo)
+    app.command("explain")(explain)
     app.command("bench-train")(bench_train)

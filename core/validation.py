@@ -189,3 +189,122 @@ def check_scores(scores: np.ndarray, what: str = "fit-set scores") -> np.ndarray
     if scores.size > 1 and np.ptp(scores) == 0.0:
         raise RuntimeError(f"{what} are constant ({scores[0]!r}); the detector cannot rank anything")
     return scores
+
+
+# --- images ------------------------------------------------------------------------------------------
+# Image batches are (N, C, H, W) or (N, H, W) (one channel) numpy arrays. They are validated here, apart from
+# the table checks above, so the torch-free runtime refuses the same inputs with the same words as ``fit``.
+
+#: the modalities a detector class or a registry record can name
+MODALITIES = ("tabular", "image")
+
+
+def is_image_batch(X: Any) -> bool:
+    """An array-like of 3 or 4 dimensions (never a DataFrame): a batch of (H, W) or (C, H, W) images."""
+    if X is None or _is_frame(X) or _is_sparse(X):
+        return False
+    ndim = getattr(X, "ndim", None)
+    if not isinstance(ndim, int):  # lists, and array-likes that only offer __array__
+        try:
+            ndim = np.asarray(X).ndim
+        except (TypeError, ValueError):  # ragged or odd input: the table checks name the problem
+            return False
+    return ndim in (3, 4)
+
+
+def input_modality(X: Any) -> str:
+    """``"image"`` for (N, C, H, W) / (N, H, W) arrays, ``"tabular"`` for everything else."""
+    return "image" if is_image_batch(X) else "tabular"
+
+
+def check_modality(owner: str, modalities: Sequence[str], modality: str) -> None:
+    """Refuse an input of a modality the detector class does not declare (its record says the same)."""
+    if modality in modalities:
+        return
+    if modality == "image":
+        raise ValueError(f"{owner} takes tables only (modalities {tuple(modalities)}), got an image batch; "
+                         "use an image-capable detector (`aeguard detectors` lists modalities) or flatten the "
+                         "images yourself with X.reshape(len(X), -1)")
+    raise ValueError(f"{owner} takes images only (modalities {tuple(modalities)}), got a table; pass an "
+                     "(N, C, H, W) or (N, H, W) array")
+
+
+def pixel_feature_names(image_shape: Sequence[int]) -> list[str]:
+    """Feature names of the flattened pixels in C-order: ``c{channel}_h{row}_w{column}``."""
+    c, h, w = (int(v) for v in image_shape)
+    return [f"c{i}_h{j}_w{k}" for i in range(c) for j in range(h) for k in range(w)]
+
+
+def default_pixel_range(dtype: np.dtype) -> tuple[float, float]:
+    """The pixel range a dtype implies: unsigned integers their full range (uint8: 0-255), floats [0, 1]."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "u":
+        return 0.0, float(np.iinfo(dtype).max)
+    return 0.0, 1.0
+
+
+def check_pixel_range(pixel_range: Any) -> tuple[float, float]:
+    """``(low, high)`` as two finite floats with ``low < high``; also accepts the text ``"LOW,HIGH"``."""
+    if isinstance(pixel_range, str):
+        pixel_range = pixel_range.replace(":", ",").split(",")
+    try:
+        lo, hi = (float(v) for v in pixel_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"pixel_range must be two numbers (low, high), got {pixel_range!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"pixel_range must be finite with low < high, got {(lo, hi)}")
+    return lo, hi
+
+
+def check_images(
+    X: Any,
+    *,
+    pixel_range: Any = None,
+    image_shape: Sequence[int] | None = None,
+    min_samples: int = 1,
+    owner: str = "the detector",
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Return an image batch as a float64 (N, C, H, W) array and its pixel range, or raise naming the problem.
+
+    (N, H, W) becomes (N, 1, H, W). ``pixel_range`` (low, high) says what the pixel values mean: None takes the
+    dtype's (uint8: 0-255, floats: [0, 1]). Values outside it are refused (a 0-255 image sent to a model fitted
+    on [0, 1] pixels would otherwise score as garbage). ``image_shape`` (C, H, W) is the fitted shape.
+    """
+    if X is None:
+        raise ValueError("no input data (got None)")
+    if _is_sparse(X):
+        raise InputTypeError(SPARSE_MESSAGE)
+    arr = np.asarray(X)
+    if arr.dtype == object or arr.dtype.kind in "USaV":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"non-numeric pixel values in image batch: {exc}") from None
+    elif arr.dtype.kind not in "biuf":
+        raise ValueError(f"unsupported image dtype {arr.dtype}: pixels must be real numbers")
+    if arr.ndim == 3:
+        arr = arr[:, None, :, :]
+    if arr.ndim != 4:
+        raise ValueError(f"expected an image batch (N, C, H, W) or (N, H, W), got shape {arr.shape}")
+    lo, hi = default_pixel_range(arr.dtype) if pixel_range is None else check_pixel_range(pixel_range)
+    arr = arr.astype(np.float64, copy=False)
+    if arr.shape[0] < min_samples:
+        what = "empty input" if arr.shape[0] == 0 else f"need at least {min_samples} images"
+        raise ValueError(f"{what}: found {arr.shape[0]} image(s) (shape={arr.shape}) while a minimum of "
+                         f"{min_samples} is required.")
+    if min(arr.shape[1:]) == 0:
+        raise ValueError(f"images have an empty dimension: shape {arr.shape}")
+    if image_shape is not None and tuple(arr.shape[1:]) != tuple(int(v) for v in image_shape):
+        raise ValueError(f"wrong image shape: got (C, H, W) = {tuple(arr.shape[1:])}, but {owner} expects "
+                         f"{tuple(int(v) for v in image_shape)}")
+    finite = np.isfinite(arr)
+    if not finite.all():
+        n, c, h, w = (int(v[0]) for v in np.nonzero(~finite))
+        raise ValueError(f"NaN or infinite pixel in image {n} at (c={c}, h={h}, w={w})")
+    outside = (arr < lo) | (arr > hi)
+    if outside.any():
+        n, c, h, w = (int(v[0]) for v in np.nonzero(outside))
+        raise ValueError(f"pixel value {arr[n, c, h, w]!r} in image {n} at (c={c}, h={h}, w={w}) lies outside the "
+                         f"pixel range [{lo:g}, {hi:g}]; state the range of your pixels (pixel_range=(low, high), "
+                         "--pixel-range LOW,HIGH)")
+    return np.ascontiguousarray(arr), (lo, hi)

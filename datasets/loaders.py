@@ -122,10 +122,17 @@ def _kind(path: Path) -> str:
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    with np.load(path, allow_pickle=False) as data:
-        if "X" not in data.files:
-            raise ValueError(f"{path}: no array 'X' in .npz (arrays: {', '.join(data.files) or 'none'})")
-        return data["X"], (data["y"] if "y" in data.files else None)
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise ValueError(f"{path}: not an .npz archive (a single .npy array); save X (and y) with np.savez")
+            if "X" not in data.files:
+                raise ValueError(f"{path}: no array 'X' in .npz (arrays: {', '.join(data.files) or 'none'})")
+            return data["X"], (data["y"] if "y" in data.files else None)
+    except (zipfile.BadZipFile, EOFError, OSError, MemoryError) as exc:  # a corrupt or truncated archive
+        raise ValueError(f"{path}: not a readable .npz archive ({type(exc).__name__}: {exc})") from None
 
 
 def _read_mat_v5(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -158,6 +165,8 @@ def _is_hdf5(path: Path) -> bool:
 
 
 def _check_xy(X: np.ndarray, y: np.ndarray | None, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    if np.asarray(X).dtype.kind not in "biuf":  # complex would lose its imaginary part silently
+        raise ValueError(f"{path}: X is not numeric (dtype {np.asarray(X).dtype}); save real numbers")
     try:
         X = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError) as exc:

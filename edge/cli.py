@@ -9,6 +9,8 @@ runtime, validation, thresholds, dataset loaders); argparse keeps start-up short
   sensor pipelines; a bad row is reported on stderr and the stream goes on.
 - ``--components`` (score and watch): one more column per named component output of the graph (e.g. ``apre``'s
   error, uncertainty, shift_norm), in graph output order; integer outputs (a predicted class) as integers.
+- Images (image artifacts): ``score ARTIFACT images.npz|PNG_FOLDER`` and ``watch ARTIFACT --folder DIR`` (new PNGs
+  polled, one ``name,score,label,probability`` line each); PNGs need Pillow (``pip install aeguard[images]``).
 - ``aeguard-edge info ARTIFACT``: the manifest summary, checksums verified and the graph loaded.
 
 Errors end with one ``error: ...`` line and exit code 1 (``AEGUARD_DEBUG=1`` shows the traceback).
@@ -64,10 +66,11 @@ def component_columns(scored: Any, names: list[str]) -> list[list[Any]]:
     return columns
 
 
-def load(path: str | Path, device: str = "auto", threads: int | None = None) -> Any:
+def load(path: str | Path, device: str = "auto", threads: int | None = None,
+         trusted_keys: str | None = None) -> Any:
     from aeguard.core.artifact import load_artifact
 
-    return load_artifact(path, device=device, threads=threads)
+    return load_artifact(path, device=device, threads=threads, trusted_keys=trusted_keys)
 
 
 def read_rows(path: Path, label_column: str | None = None) -> Any:
@@ -76,6 +79,10 @@ def read_rows(path: Path, label_column: str | None = None) -> Any:
 
     if not path.exists():
         raise EdgeError(f"data file not found: {path}")
+    from aeguard.core.images import is_image_source, read_images
+
+    if is_image_source(path):  # an image .npz or a folder of PNGs (sorted by name; Pillow needed for PNGs)
+        return read_images(path)[0]
     frame, _ = load_table(path, label_column=label_column)
     if path.suffix.lower() in (".npz", ".mat"):
         return frame.to_numpy()
@@ -95,7 +102,7 @@ def write_scores(scored: Any, out: IO[str], components: list[str] | None = None)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    model = load(args.artifact, device=args.device, threads=args.threads)
+    model = load(args.artifact, device=args.device, threads=args.threads, trusted_keys=args.trusted_keys)
     X = read_rows(Path(args.data), args.label_column)
     scored = model.score(X, threshold=args.threshold)
     names = component_names(model) if args.components else None
@@ -191,8 +198,60 @@ def watch(model: Any, lines: Iterable[str], out: IO[str], err: IO[str], threshol
     return scored, bad
 
 
+def watch_folder(model: Any, folder: Path, out: IO[str], err: IO[str], threshold: float | None = None,
+                 interval: float = 0.5, existing: bool = False, max_images: int | None = None,
+                 settle: int = 20) -> int:
+    """Score each new PNG that appears in ``folder`` (polled every ``interval`` s), one CSV line
+    ``name,score,label,probability`` per image in arrival (then name) order; returns the images scored.
+
+    Bounded: one image is read and scored at a time; a file that does not decode yet (still being written) is
+    retried on the next polls, then reported and skipped after ``settle`` tries. Stops after ``max_images``
+    or on Ctrl-C. With ``existing`` the PNGs already in the folder are scored first.
+    """
+    import time
+
+    from aeguard.core.images import ImageFileError, png_files, read_png_files
+
+    if not folder.is_dir():
+        raise EdgeError(f"{folder} is not a folder")
+    if model.image_shape is None:
+        raise EdgeError(f"artifact {model.detector_name!r} takes tables; watch a folder with an image artifact")
+    cut = model.threshold_for(threshold)
+    seen: set[str] = set() if existing else {p.name for p in png_files(folder)}
+    tries: dict[str, int] = {}
+    scored = 0
+    out.write("name," + HEADER + "\n")
+    out.flush()
+    while max_images is None or scored < max_images:
+        fresh = [p for p in png_files(folder) if p.name not in seen]
+        for path in fresh:
+            try:
+                result = model.score(read_png_files([path]), threshold=cut)
+            except (ImageFileError, ValueError, OSError) as exc:
+                tries[path.name] = tries.get(path.name, 0) + 1
+                if tries[path.name] >= settle:
+                    seen.add(path.name)
+                    tries.pop(path.name, None)
+                    err.write(f"bad image: {exc}\n")
+                    err.flush()
+                continue
+            seen.add(path.name)
+            tries.pop(path.name, None)
+            out.write(f"{path.name}," + format_row(result.score[0], result.label[0], result.probability[0]) + "\n")
+            out.flush()
+            scored += 1
+            if max_images is not None and scored >= max_images:
+                return scored
+        time.sleep(interval)
+    return scored
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
-    model = load(args.artifact, device=args.device, threads=args.threads)
+    model = load(args.artifact, device=args.device, threads=args.threads, trusted_keys=args.trusted_keys)
+    if args.folder is not None:
+        watch_folder(model, Path(args.folder), sys.stdout, sys.stderr, threshold=args.threshold,
+                     interval=args.interval, existing=args.existing, max_images=args.max_images)
+        return 0
     scored, bad = watch(model, iter(sys.stdin.readline, ""), sys.stdout, sys.stderr, threshold=args.threshold,
                         on_error=args.on_error, header=args.header, components=args.components)
     if bad:
@@ -234,7 +293,7 @@ def info_lines(model: Any) -> list[tuple[str, str]]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    model = load(args.artifact, device=args.device)
+    model = load(args.artifact, device=args.device, trusted_keys=args.trusted_keys)
     if args.json:
         print(json.dumps(model.manifest, indent=2))
         return 0
@@ -267,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                        help="onnxruntime provider (auto: CUDA when really available, else CPU)")
         p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all)")
+        trusted_opt(p)
+
+    def trusted_opt(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--trusted-keys", default=None, metavar="DIR",
+                       help="folder of Ed25519 *.pub keys: refuse artifacts not signed by one "
+                            "(default: $AEGUARD_TRUSTED_KEYS; needs aeguard[sign])")
 
     def components_opt(p: argparse.ArgumentParser) -> None:
         p.add_argument("--components", action="store_true",
@@ -274,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("score", help="score a CSV/Parquet/NPZ file; CSV out (score,label,probability)")
     p.add_argument("artifact", help="artifact folder")
-    p.add_argument("data", help="CSV with header, Parquet, or NPZ with X")
+    p.add_argument("data", help="CSV with header, Parquet, NPZ with X (a table or (N, C, H, W) images), or a "
+                   "folder of PNGs (scored in file-name order)")
     p.add_argument("-o", "--output", default=None, help="CSV to write (default: stdout)")
     p.add_argument("--label-column", default=None, help="column with labels to drop")
     p.add_argument("--threshold", type=float, default=None, help="override the artifact's threshold")
@@ -289,6 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bad row: skip it (default) or write 'nan,nan,nan' (one nan per column) to keep lines "
                    "aligned")
     p.add_argument("--header", action="store_true", help=f"write a '{HEADER}' header line first")
+    p.add_argument("--folder", default=None, metavar="DIR",
+                   help="watch DIR for new PNG images instead of stdin rows (image artifacts; needs Pillow); "
+                        "writes name,score,label,probability per image")
+    p.add_argument("--interval", type=float, default=0.5, help="--folder: seconds between polls (default 0.5)")
+    p.add_argument("--existing", action="store_true", help="--folder: score the PNGs already there first")
+    p.add_argument("--max-images", type=int, default=None, help="--folder: stop after N images")
     components_opt(p)
     runtime_opts(p)
     p.set_defaults(func=cmd_watch)
@@ -297,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact", help="artifact folder")
     p.add_argument("--json", action="store_true", help="print the whole manifest")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="provider to load with")
+    trusted_opt(p)
     p.set_defaults(func=cmd_info)
     return parser
 

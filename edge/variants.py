@@ -27,6 +27,8 @@ sha256, detector and variant).
     be moved after the convolution per row the way it is for MatMul (padding breaks the identity), so
     quantizing conv activations would make a row's score depend on its batch; weight-only keeps rows
     independent and x86/ARM parity (float arithmetic), and shrinks conv weights 4x.
+  * **Refused by declaration.** A graph whose manifest gives ``graph.int8_refusal`` (a reason: its constants are
+    fit data rather than weights, so quantizing would change the detector) is refused with that reason.
   * Recurrent layers (``LSTM``, ``GRU``, ``RNN``) are refused with a message naming the op, rather than
     shipped silently float in an "INT8" artifact.
 - ``legacy``: the graph converted to opset 17 and IR version 8 for older edge runtimes (onnxruntime >= 1.12).
@@ -59,6 +61,7 @@ from aeguard.core.artifact import (
     read_manifest,
     write_artifact,
 )
+from aeguard.core.metrics import spearman
 
 LEGACY_OPSET = 17
 LEGACY_IR_VERSION = 8
@@ -432,26 +435,27 @@ def _row_equivalence(per_batch: Path, per_row: Path, rows: int = 32) -> float:
 
 def probe_batch(manifest: dict[str, Any], rows: int = PROBE_ROWS, seed: int = 0) -> np.ndarray:
     """Synthetic rows shaped like the fit data (fit mean + scale * N(0, 1)) to compare two graphs."""
+    from aeguard.core.artifact import read_input_block
+
     d = int(manifest["features"]["n_features"])
     rng = np.random.default_rng(seed)
+    modality, shape, pixel_range = read_input_block(manifest)
+    if modality == "image":  # pixels drawn over the fitted range, in the graph's (C, H, W) layout
+        return rng.uniform(*pixel_range, size=(rows, *shape)).astype(np.float32)
     pre = manifest.get("preprocessing", {})
     mean = np.asarray(pre.get("mean", np.zeros(d)), dtype=np.float64)
     scale = np.asarray(pre.get("scale", np.ones(d)), dtype=np.float64)
     return (mean + scale * rng.standard_normal((rows, d))).astype(np.float32)
 
 
-def _ranks(values: np.ndarray) -> np.ndarray:
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[np.argsort(values, kind="stable")] = np.arange(len(values), dtype=np.float64)
-    return ranks
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation (ties broken by order; scores here are continuous)."""
-    ra, rb = _ranks(np.asarray(a)), _ranks(np.asarray(b))
-    if np.ptp(ra) == 0 or np.ptp(rb) == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
+def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Max abs difference; NaN in both at the same place counts as equal (an output that is NaN by definition,
+    such as the ``contrib`` of a detector without a per-feature split), NaN on one side only as the largest float
+    (finite, so the manifest stays valid JSON)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    both = np.isnan(a) & np.isnan(b)
+    diff = np.where(both, 0.0, np.abs(a - b))
+    return float(np.max(np.where(np.isnan(diff), np.finfo(np.float64).max, diff), initial=0.0))
 
 
 def compare_graphs(reference: Path, candidate: Path, X: np.ndarray) -> dict[str, Any]:
@@ -466,7 +470,7 @@ def compare_graphs(reference: Path, candidate: Path, X: np.ndarray) -> dict[str,
     ref, cand = outs
     if set(ref) != set(cand):
         raise ArtifactError(f"variant graph outputs {sorted(cand)} differ from the source's {sorted(ref)}")
-    diffs = {name: float(np.max(np.abs(ref[name].astype(np.float64) - cand[name]))) for name in ref}
+    diffs = {name: _max_abs_diff(ref[name], cand[name]) for name in ref}
     span = float(np.max(np.abs(ref["score"]))) or 1.0
     return {"probe_rows": int(len(X)), "max_abs_diff": diffs, "score_span": span,
             "max_rel_diff_score": diffs["score"] / span, "spearman_score": spearman(ref["score"], cand["score"])}
@@ -511,6 +515,9 @@ def export_variant(artifact: str | Path, output: str | Path, *, int8: bool = Fal
     if int8 and source_variant.startswith("int8"):
         raise ArtifactError(f"{src} is already an INT8 artifact (variant {source_variant!r})")
     declared = manifest["graph"].get("fp32_nodes")
+    if int8 and manifest["graph"].get("int8_refusal"):  # the exporter declared that INT8 does not apply
+        raise ArtifactError(f"{src} ({manifest['detector']['name']}) has no INT8 variant: "
+                            f"{manifest['graph']['int8_refusal']}")
     if int8 and declared is None:
         raise ArtifactError(f"{src} was exported by an older aeguard: its manifest does not declare which nodes "
                             "must stay FP32 (graph.fp32_nodes); re-export it (aeguard fit) before --int8")

@@ -52,7 +52,7 @@ def aeguard_detectors() -> list[DetectorRecord]:
     ]
     records += [
         DetectorRecord(name=name, target="aeguard.plugins.pyod_baselines:PyODDetector", description=desc,
-                       exports_onnx=False, fixed_params=(("algorithm", name),))
+                       exports_onnx=True, fixed_params=(("algorithm", name),))
         for name, (_, desc) in PYOD_BASELINES.items()
     ]
     return records

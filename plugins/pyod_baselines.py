@@ -2,21 +2,36 @@
 
 They run with PyOD's default hyperparameters (as in PyOD's published ODDS benchmark) on features scaled with
 fit-set statistics (``scaling``): by default the same z-score every aeguard detector applies inside its graph,
-so a comparison on the same splits gives every detector the same input. They do not export to ONNX yet.
-PyOD's algorithms are kept as they are, including their batch behaviour: ECOD and COPOD score a batch against
-the empirical CDFs of fit set plus batch, so a row's score depends on its batch (docs/conformance.md).
+so a comparison on the same splits gives every detector the same input.
+
+Every baseline exports an ONNX scoring graph (:mod:`aeguard.plugins.classical`): raw features in, the scaling,
+then PyOD's ``decision_function`` as graph arithmetic (float64), so an artifact scores like the fitted model
+without scikit-learn or PyOD. What the graphs hold, and where they deviate, per method:
+
+- ``knn``, ``lof`` keep at most ``max_ref`` fit rows (``core.reference``, seeded uniform draw): the PyOD model
+  is fitted on that reference set, fit rows that are in it leave themselves out (PyOD's own fit-set rule), the
+  others are scored as new points. ``max_ref=None`` keeps every row (and only the 32 MiB constant cap applies).
+- ``ecod``, ``copod`` score each row as PyOD scores a batch of one (PyOD joins a whole batch to the fit set,
+  so its scores depend on the batch; a served score must not): see :mod:`aeguard.plugins.classical.graphs`.
+- ``contrib`` is the per-feature term for ``hbos``, ``ecod``, ``copod`` (they sum to the score) and NaN for
+  the others, whose scores have no per-feature split.
+- Options a graph cannot express (``hbos`` ``n_bins='auto'``, a non-Euclidean ``knn``/``lof`` metric, a
+  non-RBF ``ocsvm`` kernel) are refused by :meth:`PyODDetector.export_onnx` with a message naming the option.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import numpy as np
 
+from aeguard.core.artifact import ArtifactError
 from aeguard.core.base import BaseDetector, ScoreOutput
-from aeguard.core.params import Choice, Spec
+from aeguard.core.params import Choice, Int, Spec
+from aeguard.core.reference import ReferenceDraw, draw_reference
 from aeguard.plugins import PYOD_BASELINES as BASELINES
 
 
@@ -31,7 +46,9 @@ def _pca_rank_params(X: np.ndarray, params: dict[str, Any]) -> dict[str, Any]:
     std = X.std(axis=0)
     Z = (X - X.mean(axis=0)) / np.where(std > 0, std, 1.0)
     singular = np.linalg.svd(Z, compute_uv=False)
-    rank = int((singular > singular.max() * max(Z.shape) * np.finfo(np.float64).eps).sum())
+    # float32 tolerance: the rows are rounded to float32 (``_scaled``), so a dependent column is dependent only
+    # to float32 precision
+    rank = int((singular > singular.max() * max(Z.shape) * np.finfo(np.float32).eps).sum())
     return params if rank >= X.shape[1] else {**params, "n_components": max(rank, 1)}
 
 
@@ -64,13 +81,16 @@ class PyODDetector(BaseDetector):
 
     ``scaling`` (``"standard"``, ``"minmax"`` or ``"none"``; ``None`` means ``"none"``, as a benchmark spec
     ``scaling=none`` parses) is fitted on the fit set and applied before the model in fit and scoring alike; the
-    statistics are ``center_`` and ``scale_``.
+    statistics are ``center_`` and ``scale_``. ``max_ref`` caps the reference rows of ``knn`` and ``lof``
+    (graph constants; ignored by the other methods).
     """
 
+    exportable: ClassVar[bool] = True
     #: types of the adapter's own hyperparameters (aeguard.core.params); ``params`` is free-form, checked by PyOD
     param_spec: ClassVar[dict[str, Spec]] = {
         "algorithm": Choice(choices=tuple(BASELINES)),
         "scaling": Choice(choices=SCALINGS, none=True, none_means="'none'"),
+        "max_ref": Int(low=2, none=True, none_means="every fit row (32 MiB constant cap only)"),
     }
 
     @classmethod
@@ -81,12 +101,14 @@ class PyODDetector(BaseDetector):
         return [n for n in accepted if n not in ("self", "contamination", "random_state")]
 
     def __init__(self, algorithm: str = "iforest", params: dict[str, Any] | None = None,
-                 contamination: Any = 0.1, random_state: int | None = None, scaling: str | None = "standard") -> None:
+                 contamination: Any = 0.1, random_state: int | None = None, scaling: str | None = "standard",
+                 max_ref: int | None = 10000) -> None:
         self.algorithm = algorithm
         self.params = params
         self.contamination = contamination
         self.random_state = random_state
         self.scaling = scaling
+        self.max_ref = max_ref
 
     def _scaling(self) -> str:
         scaling = "none" if self.scaling is None else self.scaling
@@ -95,7 +117,10 @@ class PyODDetector(BaseDetector):
         return scaling
 
     def _scaled(self, X: np.ndarray) -> np.ndarray:
-        return (X - self.center_) / self.scale_
+        """The model's input: rows rounded to float32 (what an artifact receives, so the fitted model and its
+        graph see the same numbers; a rank or a bin would otherwise differ for values near a fit value), then
+        scaled in float64."""
+        return (_as_float32(X) - self.center_) / self.scale_
 
     def _pyod_class(self) -> type:
         if self.algorithm not in BASELINES:
@@ -104,7 +129,7 @@ class PyODDetector(BaseDetector):
         return getattr(importlib.import_module(module_name), attr)
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
-        self.center_, self.scale_ = scaling_stats(X, self._scaling())
+        self.center_, self.scale_ = scaling_stats(_as_float32(X), self._scaling())
         X = self._scaled(X)
         cls = self._pyod_class()
         params = dict(self.params or {})
@@ -117,20 +142,118 @@ class PyODDetector(BaseDetector):
         if self.algorithm == "pca":
             params = _pca_rank_params(X, params)
         estimator = cls(**params)
+        self.reference_: ReferenceDraw | None = None
+        if self.algorithm in REFERENCE_METHODS:
+            self.reference_ = draw_reference(len(X), X.shape[1], cap_rows=self.max_ref, seed=self.seed_)
+            X = self.reference_.take(X)
         if _is_rbf_ocsvm(estimator):
             _fit_rbf_ocsvm(estimator, X)
         else:
             estimator.fit(X)
         self.estimator_ = estimator
+        if self.algorithm in TAIL_METHODS:
+            self.sorted_fit_ = np.sort(X, axis=0)
 
     def _score(self, X: np.ndarray) -> ScoreOutput:
         X = self._scaled(X)
+        nan = np.full(X.shape, np.nan)
         if _is_rbf_ocsvm(self.estimator_):
-            return ScoreOutput(-rbf_svm_decision(self.estimator_.detector_, X))
-        return ScoreOutput(np.asarray(self.estimator_.decision_function(X), dtype=np.float64))
+            return ScoreOutput(-rbf_svm_decision(self.estimator_.detector_, X), nan)
+        if self.algorithm in TAIL_METHODS:
+            from aeguard.plugins.classical.graphs import tail_terms
+
+            terms = tail_terms(self.sorted_fit_, X, self.algorithm)
+            return ScoreOutput(terms.sum(axis=1), terms)
+        if self.algorithm == "hbos" and not isinstance(self.estimator_.n_bins, str):
+            from pyod.models.hbos import _calculate_outlier_scores
+
+            est = self.estimator_
+            terms = -_calculate_outlier_scores(X, est.bin_edges_, est.hist_, est.n_bins, est.alpha, est.tol)
+            return ScoreOutput(terms.sum(axis=1), terms)
+        return ScoreOutput(np.asarray(self.estimator_.decision_function(X), dtype=np.float64), nan)
 
     def _fit_scores(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.estimator_.decision_scores_, dtype=np.float64)
+        scores = np.asarray(self.estimator_.decision_scores_, dtype=np.float64)
+        if self.reference_ is None or not self.reference_.capped:
+            return scores
+        # capped reference: a kept row leaves itself out (PyOD's fit-set scores of the reference model), the
+        # other fit rows are scored against the reference as new points, exactly as the graph scores them
+        own = self.reference_.own_rows()
+        out = np.empty(len(X))
+        out[own >= 0] = scores[own[own >= 0]]
+        out[own < 0] = self._score(X[own < 0]).score
+        return out
+
+    # --- export ---------------------------------------------------------------------------------------
+    @property
+    def standardize_(self) -> Any:
+        """The fit-set scaling as the manifest's ``preprocessing`` block reads it (``mean``/``scale``), or None
+        for ``scaling="none"``."""
+        if not hasattr(self, "center_") or self._scaling() == "none":
+            return None
+        return SimpleNamespace(mean=self.center_, scale=self.scale_)
+
+    def manifest_extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"scaling": self._scaling(), "pyod_params": dict(self.estimator_.get_params()),
+                                 "contrib": ("per-feature terms (they sum to the score)"
+                                             if self.algorithm in CONTRIB_METHODS else
+                                             "NaN: this method's score has no per-feature split")}
+        if self.reference_ is not None:
+            extra["reference"] = self.reference_.manifest()
+        if self.algorithm in TAIL_METHODS:
+            extra["batch_rule"] = "each row is scored as PyOD scores a batch of one (fit set plus that row)"
+        return extra
+
+    def export_refusal(self) -> str | None:
+        """Why this fitted model cannot be written as a graph (naming the PyOD option), or None."""
+        est, algo = self.estimator_, self.algorithm
+        if algo == "hbos" and isinstance(est.n_bins, str):
+            return "hbos option n_bins='auto' (a bin count per feature) has no ONNX graph; give an int n_bins"
+        if algo in REFERENCE_METHODS:
+            inner = est.neigh_ if algo == "knn" else est.detector_
+            if inner.effective_metric_ != "euclidean":
+                return (f"{algo} option metric={est.metric!r} (p={est.p!r}) has no ONNX graph; only the Euclidean "
+                        "distance (metric='minkowski' with p=2, PyOD's default) is exported")
+        if algo == "knn" and est.method not in ("largest", "mean", "median"):
+            return f"knn option method={est.method!r} has no ONNX graph"
+        if algo == "ocsvm" and est.kernel != "rbf":
+            return f"ocsvm option kernel={est.kernel!r} has no ONNX graph; only kernel='rbf' (PyOD's default) is"
+        return None
+
+    def export_onnx(self, path: Any, variant: str = "fp32") -> dict[str, Any]:
+        """Write the scoring graph (opset 18, or 17 for ``legacy``); refuses options it cannot express."""
+        from aeguard.plugins.classical import build_graph, bytes_per_row, save_model
+
+        self._check_fitted()
+        if variant not in GRAPH_OPSETS:
+            raise ValueError(f"unknown export variant {variant!r}; choose one of {tuple(GRAPH_OPSETS)}")
+        refusal = self.export_refusal()
+        if refusal:
+            raise ArtifactError(f"cannot export {self.algorithm}: {refusal}")
+        opset = GRAPH_OPSETS[variant]
+        model, exporter = build_graph(self, opset)
+        save_model(model, path)
+        return {"variant": variant, "opset": opset, "input": "x", "input_shape": ["batch", int(self.n_features_in_)],
+                "outputs": ["score", "contrib"], "fp32_scopes": [], "fp32_nodes": [],
+                "int8_refusal": INT8_REFUSAL, "bytes_per_row": bytes_per_row(model, self.n_features_in_),
+                "exporter": exporter}
+
+
+def _as_float32(X: np.ndarray) -> np.ndarray:
+    """``X`` rounded to float32 and held as float64 (the artifact's input dtype, see ``_scaled``)."""
+    return np.asarray(X, dtype=np.float64).astype(np.float32).astype(np.float64)
+
+
+#: methods scored against stored fit rows (capped by ``max_ref``)
+REFERENCE_METHODS = ("knn", "lof")
+#: methods whose graph holds the sorted fit values and joins one row to them
+TAIL_METHODS = ("ecod", "copod")
+#: methods whose score is a sum of per-feature terms (``contrib``)
+CONTRIB_METHODS = ("hbos", "ecod", "copod")
+GRAPH_OPSETS = {"fp32": 18, "legacy": 17}
+INT8_REFUSAL = ("a classical baseline's graph holds fit data (reference rows, support vectors, sorted values, bin "
+                "edges, tree thresholds), not trained weights: int8 rounding of its distances would change the "
+                "detector, and nothing else in it is quantizable; ship the FP32 artifact")
 
 
 # --- OCSVM scoring without libsvm's per-pair loop ---------------------------------------------------------

@@ -26,7 +26,7 @@ models_app = typer.Typer(name="models", help="Import aeguard artifacts into the 
 
 def serve_env(artifacts: list[str], workers: int = 1, device: str | None = None, max_rows: int | None = None,
               max_body_bytes: int | None = None, access_log: bool = True,
-              base: dict[str, str] | None = None) -> dict[str, str]:
+              base: dict[str, str] | None = None, trusted_keys: Path | None = None) -> dict[str, str]:
     """The environment that configures the service (see :mod:`aeguard.serving.settings`)."""
     env = dict(os.environ if base is None else base)
     env["AEGUARD_ARTIFACTS"] = ",".join(artifacts)
@@ -38,6 +38,8 @@ def serve_env(artifacts: list[str], workers: int = 1, device: str | None = None,
         env["AEGUARD_MAX_ROWS"] = str(max_rows)
     if max_body_bytes is not None:
         env["AEGUARD_MAX_BODY_BYTES"] = str(max_body_bytes)
+    if trusted_keys is not None:
+        env["AEGUARD_TRUSTED_KEYS"] = str(Path(trusted_keys).resolve())
     env.setdefault("BENTOML_DO_NOT_TRACK", "True")
     return env
 
@@ -54,8 +56,8 @@ def check_serve_config(env: dict[str, str]) -> list[str]:
 
     settings = Settings.from_env(env)
     resolved = resolve_all(settings.artifacts)
-    for model in resolved:
-        read_manifest(model.path, verify=True)
+    for model in resolved:  # each worker checks again when it loads (signatures too, from the same env)
+        read_manifest(model.path, verify=True, trusted_keys=env.get("AEGUARD_TRUSTED_KEYS") or None)
     return [f"{m.name} ({m.source}, version {m.version})" for m in resolved]
 
 
@@ -70,14 +72,17 @@ def serve(
     max_rows: int = typer.Option(None, "--max-rows", min=1, help="Rows per request (default 10000)."),
     max_body_bytes: int = typer.Option(None, "--max-body-bytes", min=64, help="Request body limit in bytes."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log one line per request."),
+    trusted_keys: Path = typer.Option(None, "--trusted-keys", envvar="AEGUARD_TRUSTED_KEYS", show_envvar=True,
+                                      help="Folder of Ed25519 *.pub keys: refuse artifacts not signed by one."),
 ) -> None:
     """Serve artifacts over HTTP with BentoML (`/score`, `/score_csv`, `/models`); API key from $AEGUARD_API_KEY."""
     env = serve_env(artifacts, workers=workers, device=device, max_rows=max_rows, max_body_bytes=max_body_bytes,
-                    access_log=access_log)
+                    access_log=access_log, trusted_keys=trusted_keys)
     described = check_serve_config(env)
     key = "on ($AEGUARD_API_KEY)" if env.get("AEGUARD_API_KEY") else "off (set AEGUARD_API_KEY to require one)"
+    signed = f"; signatures required ({trusted_keys})" if trusted_keys else ""
     err_console.print(f"serving {', '.join(described)} on http://{host}:{port} with {workers} worker(s); "
-                      f"API key {key}", highlight=False)
+                      f"API key {key}{signed}", highlight=False)
     command = serve_command(host, port)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -201,7 +206,78 @@ def _maybe(value: float | None) -> str:
     return "" if value is None else f"{value:.3g}"
 
 
+def _fault_server(artifact: str, workers: int, api_key: str | None) -> tuple[object, dict]:
+    from aeguard.core.artifact import read_manifest
+    from aeguard.serving.bench import LocalServer
+    from aeguard.serving.store import ModelRef, resolve
+
+    manifest = read_manifest(resolve(ModelRef.parse(artifact)).path)
+    env = {"AEGUARD_API_KEY": api_key} if api_key else {}
+    server = LocalServer([artifact], workers=workers, env=env, extra_args=["--no-access-log"])
+    server.wait_ready()
+    return server, manifest
+
+
+def _report(result: dict, output: Path | None) -> None:
+    print(json.dumps(result, indent=2))
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with open(output, "a") as fh:
+            fh.write(json.dumps(result) + "\n")
+
+
+def fault_kill(
+    artifact: str = typer.Argument(..., help="Artifact folder (or model-store tag) to serve."),
+    workers: int = typer.Option(2, "--workers", min=2, help="Worker processes of the started server."),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, help="Requests in flight at once."),
+    before: float = typer.Option(3.0, "--before", min=0.5, help="Seconds of load before the kill."),
+    after: float = typer.Option(12.0, "--after", min=1.0, help="Seconds of load after the kill."),
+    bad_fraction: float = typer.Option(0.3, "--bad-fraction", min=0.0, max=1.0, help="Share of bad requests."),
+    api_key: str = typer.Option(None, "--api-key", envvar="AEGUARD_API_KEY", help="Key to require and send."),
+    output: Path = typer.Option(None, "-o", "--output", help="Append the result as one JSON line to this file."),
+) -> None:
+    """SIGKILL one worker of a real `aeguard serve` under bounded load: failed requests, worker back, recovery."""
+    from aeguard.serving.faults import mixed_plan, worker_kill
+
+    server, manifest = _fault_server(artifact, workers, api_key)
+    try:
+        plan = mixed_plan(manifest, int((before + after) * 4000), bad_fraction=bad_fraction, api_key=api_key)
+        result = {"kind": "fault-kill", "artifact": artifact, "concurrency": concurrency,
+                  **worker_kill(server, plan, concurrency=concurrency, before_s=before, after_s=after)}
+    finally:
+        server.stop()
+    _report(result, output)
+    if result["worker_back_s"] is None or not result["server_alive"]:
+        raise typer.Exit(1)
+
+
+def soak_cmd(
+    artifact: str = typer.Argument(..., help="Artifact folder (or model-store tag) to serve."),
+    duration: float = typer.Option(300.0, "--duration", min=1.0, help="Seconds of measured load."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Worker processes of the started server."),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, help="Requests in flight at once."),
+    bad_fraction: float = typer.Option(0.5, "--bad-fraction", min=0.0, max=1.0, help="Share of bad requests."),
+    max_growth: float = typer.Option(10.0, "--max-rss-growth", help="Fail when RSS grows more than this (%)."),
+    output: Path = typer.Option(None, "-o", "--output", help="Append the result as one JSON line to this file."),
+) -> None:
+    """Mixed good/bad load on a real `aeguard serve` for DURATION seconds: RSS start/end, requests/s, errors."""
+    from aeguard.serving.faults import mixed_plan, soak
+
+    server, manifest = _fault_server(artifact, workers, None)
+    try:
+        plan = mixed_plan(manifest, int((duration + 20) * 3000), bad_fraction=bad_fraction)
+        result = {"kind": "soak", "artifact": artifact, "workers": workers, "concurrency": concurrency,
+                  "bad_fraction": bad_fraction, **soak(server, plan, duration_s=duration, concurrency=concurrency)}
+    finally:
+        server.stop()
+    _report(result, output)
+    if result["failed"] or result["rss_growth_pct"] > max_growth:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.command("bench-serve")(bench_serve)
+    app.command("fault-kill")(fault_kill)
+    app.command("soak")(soak_cmd)
     app.add_typer(models_app, name="models")

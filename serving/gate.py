@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,6 +30,8 @@ JSON_TYPES = ("application/json", "")
 SCORE_TYPES = (*JSON_TYPES, ARROW_MEDIA, NPY_MEDIA)
 MULTIPART = "multipart/form-data"
 OPENAPI_PATH = "/docs.json"
+#: where refused API keys are logged (client address and route; never the presented key)
+auth_log = logging.getLogger("aeguard.serving.auth")
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -40,6 +43,20 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 def media_type(scope: Scope) -> str:
     return (header(scope, b"content-type") or "").split(";")[0].strip().lower()
+
+
+def key_matches(presented: str, keys: tuple[bytes, ...]) -> bool:
+    """Constant-time comparison against every configured key (all of them, whichever matches)."""
+    given = presented.encode("utf-8", "surrogateescape")
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(given, key)
+    return found
+
+
+def client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "unknown"
 
 
 def presented_key(scope: Scope) -> str | None:
@@ -103,15 +120,18 @@ class Gate:
     """ASGI middleware; ``protected`` are the routes behind the API key, ``scoring`` the POST routes whose
     bodies are size-checked (with their accepted media types), ``hot_routes`` the scoring routes answered by
     ``await handler(scope, body, send)`` instead of BentoML's router; the 4xx bodies of the others are
-    normalised."""
+    normalised. ``api_key`` and ``api_keys`` together are the accepted keys (several during a rotation); none
+    means no check."""
 
-    def __init__(self, app: Any, *, api_key: str | None, max_body_bytes: int,
+    def __init__(self, app: Any, *, api_key: str | None, max_body_bytes: int, api_keys: tuple[str, ...] = (),
                  hot_routes: Mapping[str, Any] | None = None,
                  protected: tuple[str, ...] = ("/score", "/score_csv", "/models"),
                  scoring: dict[str, tuple[str, ...]] | None = None,
                  openapi: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.app = app
         self.api_key = api_key
+        keys = ([api_key] if api_key else []) + [k for k in api_keys if k]
+        self.keys = tuple(dict.fromkeys(k.encode("utf-8", "surrogateescape") for k in keys))
         self.max_body_bytes = max_body_bytes
         self.hot_routes = dict(hot_routes or {})
         self.protected = protected
@@ -128,10 +148,12 @@ class Gate:
                 send = _rewriting_send(send, self._extend_spec, lambda status: status == 200)
             await self.app(scope, receive, send)
             return
-        if self.api_key is not None:
+        if self.keys:
             key = presented_key(scope)
-            if key is None or not hmac.compare_digest(key.encode(), self.api_key.encode()):
+            if key is None or not key_matches(key, self.keys):
                 problem = "missing API key" if key is None else "invalid API key"
+                auth_log.warning("401 %s %s from %s: %s", scope.get("method"), path, client_address(scope),
+                                 problem)
                 await send_json(send, 401, {"error": f"{problem}: send 'Authorization: Bearer <key>' or "
                                                      "'X-API-Key: <key>'"},
                                 headers=[(b"www-authenticate", b'Bearer realm="aeguard"')])

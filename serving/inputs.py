@@ -369,6 +369,7 @@ def matrix_from_npy(body: bytes, names: Sequence[str], max_rows: int) -> np.ndar
     """One ``.npy`` array (rows x features, in the manifest's feature order); pickles are refused."""
     if not body:
         raise RequestError("empty .npy body: send one 2-D array (rows x features) written by numpy.save")
+    _check_npy_header(body, len(names), max_rows)
     try:
         arr = np.load(io.BytesIO(body), allow_pickle=False)
     except (ValueError, OSError, EOFError, TypeError) as exc:
@@ -385,6 +386,31 @@ def matrix_from_npy(body: bytes, names: Sequence[str], max_rows: int) -> np.ndar
                            f"{_preview(names)}, in that order)")
     _check_rows_limit(arr.shape[0], max_rows)
     return _finite(arr if arr.dtype == np.float32 else arr.astype(np.float64, copy=False), names)
+
+
+def _check_npy_header(body: bytes, width: int, max_rows: int) -> None:
+    """Refuse an .npy whose header declares more data than the body holds, before numpy allocates it (a
+    100-byte body declaring a (10**12, 4) array would otherwise make numpy allocate 29 TiB)."""
+    from numpy.lib import format as npformat
+
+    buf = io.BytesIO(body)
+    try:
+        version = npformat.read_magic(buf)
+        reader = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
+        shape, _, dtype = reader(buf, max_header_size=10_000)
+    except (ValueError, OSError, EOFError, TypeError, SyntaxError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RequestError(f"malformed .npy body: {text}") from None
+    if dtype.hasobject:
+        raise RequestError("malformed .npy body: object arrays (pickles) are refused; send numbers")
+    count = 1
+    for d in shape:
+        count *= int(d)
+    if len(shape) == 2 and shape[0] > max_rows:
+        _check_rows_limit(int(shape[0]), max_rows)
+    if count * dtype.itemsize > len(body) - buf.tell():
+        raise RequestError(f"malformed .npy body: the header declares shape {tuple(shape)} of {dtype} "
+                           f"({count * dtype.itemsize} bytes) but the body holds {len(body) - buf.tell()}")
 
 
 def matrix_from_arrow(body: bytes, names: Sequence[str], max_rows: int) -> np.ndarray:

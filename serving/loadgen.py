@@ -38,6 +38,7 @@ class Outcome:
     seconds: float
     started: float  # time.perf_counter() when the request was written
     body: bytes = b""
+    attempts: int = 1  # 2: the first try's connection dropped before any answer and it was sent again
 
 
 @dataclass
@@ -134,10 +135,11 @@ async def _one(conn: _Connection, request: Request, keep_body: bool) -> Outcome:
         reused = conn.used and conn.writer is not None
         try:
             status, body = await conn.exchange(request.raw, keep_body)
-            return Outcome(request.kind, status, time.perf_counter() - t0, t0, body)
+            return Outcome(request.kind, status, time.perf_counter() - t0, t0, body, attempt + 1)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             conn.close()
             if attempt == 0 and reused:
                 continue  # the server had closed the idle connection: send again on a fresh one
-            return Outcome(request.kind, f"transport:{type(exc).__name__}", time.perf_counter() - t0, t0)
+            return Outcome(request.kind, f"transport:{type(exc).__name__}", time.perf_counter() - t0, t0,
+                           attempts=attempt + 1)
     raise AssertionError("unreachable")

@@ -93,7 +93,8 @@ class AeguardService:
         self.settings = SETTINGS
         refs = SETTINGS.artifacts or _bento_models()
         self.models: list[LoadedModel] = load_models(refs, device=SETTINGS.device, threads=SETTINGS.ort_threads,
-                                                     spinning=SETTINGS.ort_spinning)
+                                                     spinning=SETTINGS.ort_spinning,
+                                                     trusted_keys=SETTINGS.trusted_keys)
         self.scorer = Scorer(self.models, SETTINGS)
         _worker["scorer"] = self.scorer
 
@@ -139,6 +140,7 @@ class AeguardService:
             "limits": {"max_rows": self.settings.max_rows, "max_body_bytes": self.settings.max_body_bytes,
                        "max_batch_rows": self.settings.max_batch_rows},
             "runtime": {"workers": self.settings.workers, "api_key_required": self.settings.api_key is not None,
+                        "signatures_required": self.settings.trusted_keys is not None,
                         "torch_loaded": "torch" in sys.modules, "aeguard": installed_version("aeguard"),
                         "bentoml": installed_version("bentoml"),
                         "onnxruntime": installed_version("onnxruntime") or installed_version("onnxruntime-gpu"),
@@ -161,5 +163,6 @@ def _bento_models() -> tuple[str, ...]:
     return tuple(str(m.tag) for m in bento.info.all_models) if bento is not None else ()
 
 
-AeguardService.add_asgi_middleware(Gate, api_key=SETTINGS.api_key, max_body_bytes=SETTINGS.max_body_bytes,
+AeguardService.add_asgi_middleware(Gate, api_key=None, api_keys=SETTINGS.api_keys,
+                                   max_body_bytes=SETTINGS.max_body_bytes,
                                    hot_routes={"/score": score_route}, openapi=extend_openapi)

@@ -8,7 +8,11 @@ AEGUARD_ARTIFACTS         comma-separated artifacts to load: folder paths or mod
                           optionally ``alias=...``; the first is the default model (required, except
                           in a built bento, which then serves the model versions it pins)
 AEGUARD_API_KEY           when set, every scoring route (``/score``, ``/score_csv``, ``/models``) needs
-                          ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; unset means no check
+                          ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; unset means no check.
+                          Several keys separated by commas are all accepted (rotation: add the new key,
+                          move the clients, drop the old one); compared in constant time
+AEGUARD_API_KEYS_FILE     a file with one accepted key per line (``#`` comments), added to AEGUARD_API_KEY
+AEGUARD_TRUSTED_KEYS      folder of Ed25519 ``*.pub`` keys: every artifact must be signed by one of them
 AEGUARD_MAX_ROWS          rows per request (default 10000); more answers 413
 AEGUARD_MAX_BODY_BYTES    request body bytes (default 16 MiB); more answers 413
 AEGUARD_WORKERS           server worker processes, one onnxruntime session per model each (default 1)
@@ -38,6 +42,8 @@ from dataclasses import dataclass
 
 ENV_ARTIFACTS = "AEGUARD_ARTIFACTS"
 ENV_API_KEY = "AEGUARD_API_KEY"
+ENV_API_KEYS_FILE = "AEGUARD_API_KEYS_FILE"
+ENV_TRUSTED_KEYS = "AEGUARD_TRUSTED_KEYS"
 
 DEFAULT_MAX_ROWS = 10_000
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -85,10 +91,28 @@ def split_refs(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+def api_keys_from(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The accepted API keys: ``AEGUARD_API_KEY`` (comma-separated) and the lines of ``AEGUARD_API_KEYS_FILE``."""
+    keys = split_refs(env.get(ENV_API_KEY, ""))
+    path = env.get(ENV_API_KEYS_FILE, "").strip()
+    if path:
+        try:
+            lines = open(path, encoding="utf-8").read().splitlines()
+        except OSError as exc:
+            raise ValueError(f"{ENV_API_KEYS_FILE}: cannot read {path}: {exc.strerror}") from None
+        found = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+        if not found:
+            raise ValueError(f"{ENV_API_KEYS_FILE}: {path} has no keys")
+        keys += found
+    return tuple(dict.fromkeys(keys))
+
+
 @dataclass(frozen=True)
 class Settings:
     artifacts: tuple[str, ...] = ()
     api_key: str | None = None
+    api_keys: tuple[str, ...] = ()
+    trusted_keys: str | None = None
     max_rows: int = DEFAULT_MAX_ROWS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     workers: int = 1
@@ -108,9 +132,12 @@ class Settings:
         device = env.get("AEGUARD_DEVICE", "auto").strip() or "auto"
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"AEGUARD_DEVICE must be auto, cpu or cuda, got {device!r}")
+        keys = api_keys_from(env)
         return cls(
             artifacts=tuple(split_refs(env.get(ENV_ARTIFACTS, ""))),
-            api_key=env.get(ENV_API_KEY) or None,
+            api_key=keys[0] if keys else None,
+            api_keys=keys,
+            trusted_keys=env.get(ENV_TRUSTED_KEYS, "").strip() or None,
             max_rows=_int(env, "AEGUARD_MAX_ROWS", DEFAULT_MAX_ROWS),
             max_body_bytes=_int(env, "AEGUARD_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=64),
             workers=_int(env, "AEGUARD_WORKERS", 1),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aeguard.core.artifact import MANIFEST, Artifact, ArtifactError, read_manifest
+from aeguard.core.signing import SIGNATURE
 from aeguard.serving.runtime import load_for_serving, session_settings
 
 #: label that marks a model-store entry as an aeguard artifact
@@ -137,11 +138,12 @@ def resolve_all(refs: list[str] | tuple[str, ...]) -> list[ResolvedModel]:
 
 
 def load_models(refs: list[str] | tuple[str, ...], device: str = "auto", threads: int = 1,
-                spinning: bool = False) -> list[LoadedModel]:
+                spinning: bool = False, trusted_keys: str | None = None) -> list[LoadedModel]:
     """Resolve and load every artifact (checksums verified, one onnxruntime session each, with the serving
     thread settings of :mod:`aeguard.serving.runtime`)."""
     return [LoadedModel(name=r.name, version=r.version, source=r.source, tag=r.tag,
-                        artifact=load_for_serving(r.path, device=device, threads=threads, spinning=spinning))
+                        artifact=load_for_serving(r.path, device=device, threads=threads, spinning=spinning,
+                                                  trusted_keys=trusted_keys))
             for r in resolve_all(refs)]
 
 
@@ -170,7 +172,8 @@ def import_artifact(path: str | Path, name: str | None = None) -> Any:
     name = store_name(name) if name else store_name(path.resolve().name)
     labels = {**STORE_LABEL, "detector": store_name(manifest["detector"]["name"])}
     with bentoml.models.create(name, labels=labels, metadata=_metadata(manifest)) as model:
-        for fname in [MANIFEST, *manifest["files"]]:
+        signature = [SIGNATURE] if (path / SIGNATURE).is_file() else []
+        for fname in [MANIFEST, *signature, *manifest["files"]]:
             shutil.copy2(path / fname, Path(model.path) / fname)
     read_manifest(model.path, verify=True)  # the copy is complete and intact
     return model

@@ -152,10 +152,11 @@ def test_scoring_input_is_validated(artifacts, table_frame):
     np.testing.assert_allclose(model.score(frame.to_numpy()).score, model.score(frame).score)
 
 
-def test_non_exportable_detector_cannot_be_saved(table, tmp_path):
-    det = registry.create("iforest", random_state=0).fit(table[0])
-    with pytest.raises(ArtifactError, match="does not export to ONNX"):
-        det.save_artifact(tmp_path / "iforest")
+def test_inexpressible_option_cannot_be_saved(table, tmp_path):
+    det = registry.create("hbos", random_state=0, params={"n_bins": "auto"}).fit(table[0])
+    with pytest.raises(ArtifactError, match="hbos option n_bins='auto'"):
+        det.save_artifact(tmp_path / "hbos")
+    assert not (tmp_path / "hbos").exists()
 
 
 def test_refuses_to_overwrite_a_foreign_folder(fitted, tmp_path):

@@ -112,6 +112,8 @@ def test_ocsvm_scores_equal_pyods_own(table):
     # unscaled features: nearly every RBF term underflows to 0 (the KD-tree path) except within a tight cluster
     rng = np.random.default_rng(0)
     spread = np.vstack([rng.standard_normal((1400, 4)) * 1000, rng.standard_normal((100, 4))])[rng.permutation(1500)]
+    # float32 rows (the adapter rounds its input to float32, as its artifact receives it)
+    X, spread = (a.astype(np.float32).astype(np.float64) for a in (X, spread))
     for fit, test in ((X[:200], X[200:]), (spread[:900], spread)):
         for scaling in ("none", "standard"):
             ours = registry.create("ocsvm", random_state=0, scaling=scaling).fit(fit)
@@ -142,6 +144,7 @@ def test_baseline_scaling_is_fitted_on_the_fit_set_and_applied_when_scoring():
 
     X, y = _noise_dominated_table(0)
     X = np.column_stack([X, np.full(len(X), 7.0)])  # and a constant column
+    X = X.astype(np.float32).astype(np.float64)  # float32 rows, as the adapter (and its artifact) takes them
     fit, test = X[:200], X[200:]
     standard = registry.create("knn", random_state=0).fit(fit)  # the default
     assert standard.scaling == "standard"
@@ -179,7 +182,7 @@ def test_run_cell_fits_without_labels_and_reports_errors(suite_dir):
     assert run_cell(Cell("alpha", source, "iforest", seed=0))["roc_auc"] == row["roc_auc"]  # seeded
 
     bad = run_cell(Cell("alpha", source, "ae(no_such_param=1)", seed=0))
-    assert bad["status"].startswith("error: ValueError: unknown parameter(s) for ae: ['no_such_param']")
+    assert bad["status"].startswith("error: ParamError: unknown parameter(s) for ae: ['no_such_param']")
     assert bad["roc_auc"] is None
     missing = run_cell(Cell("gone", str(suite_dir / "gone.npz"), "iforest", seed=0))
     assert missing["status"].startswith("error: FileNotFoundError")

@@ -92,7 +92,8 @@ def test_tampered_artifact_is_refused_with_one_line(artifact, data_csv, tmp_path
     ("args", "message"),
     [
         (["fit", "nope", "{csv}", "-o", "{tmp}/x"], "unknown detector 'nope'"),
-        (["fit", "iforest", "{csv}", "-o", "{tmp}/x"], "iforest does not export to ONNX"),
+        (["fit", "hbos", "{csv}", "-o", "{tmp}/x", "--param", 'params={{"n_bins": "auto"}}'],
+         "cannot export hbos: hbos option n_bins='auto'"),
         (["fit", "ae", "{csv}", "-o", "{tmp}/x", "--param", "epochz=3"], "unknown parameter(s) for ae: ['epochz']"),
         (["fit", "ae", "{csv}", "-o", "{tmp}/x", "--param", "noequals"], "--param expects key=value"),
         (["fit", "ae", "{tmp}/missing.csv", "-o", "{tmp}/x"], "data file not found"),

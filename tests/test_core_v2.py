@@ -18,7 +18,7 @@ from torch import nn
 
 from aeguard.core import registry
 from aeguard.core.artifact import load_artifact, read_manifest
-from aeguard.core.base import ScoreOutput
+from aeguard.core.base import BaseDetector, ScoreOutput
 from aeguard.core.deep import FitData, Stage
 from aeguard.core.reference import draw_reference
 from aeguard.core.training import train_stages
@@ -119,6 +119,21 @@ def test_score_output_keeps_integer_components_integer():
     out = ScoreOutput.from_outputs({"score": np.zeros(3, np.float32), "contrib": np.zeros((3, 2), np.float32),
                                     "class": np.array([0, 2, 1]), "dist": np.ones(3, np.float32)})
     assert out.components["class"].dtype == np.int64 and out.components["dist"].dtype == np.float64
+
+
+def test_the_one_metrics_module_equals_scikit_learn_with_ties():
+    from scipy.stats import spearmanr
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from aeguard.core.metrics import average_precision, roc_auc, spearman
+
+    rng = np.random.default_rng(0)
+    y = rng.random(300) < 0.1
+    scores = np.round(rng.standard_normal(300) + y, 1)  # many ties
+    assert abs(roc_auc(y, scores) - roc_auc_score(y, scores)) < 1e-12
+    assert abs(average_precision(y, scores) - average_precision_score(y, scores)) < 1e-12
+    other = scores + np.round(rng.standard_normal(300), 1)
+    assert abs(spearman(scores, other) - spearmanr(scores, other).statistic) < 1e-12
 
 
 def test_reference_draw_caps_rows_and_bytes_and_maps_own_rows():
@@ -240,3 +255,69 @@ def test_staged_artifact_served_over_http_and_by_aeguard_edge(staged, tmp_path):
     edge = pd.read_csv(pd.io.common.StringIO(out.stdout))
     assert list(edge.columns) == ["score", "label", "probability", "nn_dist", "class"]
     np.testing.assert_array_equal(edge["class"].to_numpy(), load_artifact(art).score(frame).components["class"])
+
+
+class ClassChecker(BaseDetector):
+    """Accepts classes and fails unless every fit row arrives with its own class (column 0 holds the class)."""
+
+    accepts_classes = True
+
+    def __init__(self, contamination=0.1, random_state=None):
+        self.contamination = contamination
+        self.random_state = random_state
+
+    def _fit(self, X, y, classes=None):
+        if classes is None or not np.array_equal(self.class_labels_[classes], X[:, 0].astype(int)):
+            raise ValueError("classes did not arrive aligned with the fit rows")
+
+    def _score(self, X):
+        return ScoreOutput(np.abs(X).sum(axis=1), np.abs(X))
+
+
+@pytest.fixture
+def class_checker():
+    from aeguard.core.hookspecs import hookimpl
+    from aeguard.core.registry import DetectorRecord
+
+    class Plugin:
+        @hookimpl
+        def aeguard_detectors(self):
+            return [DetectorRecord(name="class-checker", target=f"{__name__}:ClassChecker",
+                                   description="test", exports_onnx=False, accepts_classes=True)]
+
+    plugin = Plugin()
+    registry.register(plugin, name="class-checker-plugin")
+    yield "class-checker"
+    registry.plugin_manager().unregister(plugin)
+    registry._records.cache_clear()
+
+
+def test_benchmark_passes_a_datasets_classes_to_detectors_that_accept_them(class_checker, tmp_path):
+    from aeguard.benchmark import make_split
+    from aeguard.benchmark.cells import Cell, run_cell
+    from aeguard.benchmark.protocol import split_indices
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(200) < 0.1).astype(int)
+    classes = rng.integers(0, 3, 200)
+    X = np.column_stack([classes, rng.standard_normal((200, 3)) + 3 * y[:, None]])
+    np.savez(tmp_path / "withclasses.npz", X=X, y=y, classes=classes)
+    row = run_cell(Cell("withclasses", str(tmp_path / "withclasses.npz"), class_checker, seed=1))
+    assert row["status"] == "ok", row["status"]
+    np.savez(tmp_path / "noclasses.npz", X=X, y=y)
+    assert "did not arrive" in run_cell(Cell("noclasses", str(tmp_path / "noclasses.npz"), class_checker,
+                                             seed=1))["status"]
+    assert run_cell(Cell("withclasses", str(tmp_path / "withclasses.npz"), "iforest", seed=1))["status"] == "ok"
+    fit_idx, test_idx = split_indices(y, 1, fit_cap=50)
+    X_fit, X_test, _, _ = make_split(X, y, 1, fit_cap=50)
+    np.testing.assert_array_equal(X[fit_idx], X_fit)
+    np.testing.assert_array_equal(X[test_idx], X_test)
+
+
+def test_bench_train_reports_wall_and_cpu_ratios_for_the_stage_loop():
+    from aeguard.core.overhead import measure_overhead
+
+    result = measure_overhead("ae", rows=100, features=4, epochs=20, repeats=1)
+    for key in ("ratio_to_torch", "cpu_ratio_to_torch"):
+        assert set(result[key]) == {"torch", "lightning chunked", "lightning per-epoch"}
+        assert result[key]["torch"] == 1.0 and all(v > 0 for v in result[key].values())

@@ -20,6 +20,8 @@ class AEDetector(DeepDetector):
 
     #: types and ranges of the hyperparameters (aeguard.core.params); the rest follow from the signature
     param_spec: ClassVar[dict[str, Spec]] = dict(TRAINING_SPEC)
+    #: images go through the flattened path, standardized per channel (aeguard.core.deep.ImageStandardize)
+    modalities: ClassVar[tuple[str, ...]] = ("tabular", "image")
 
     def __init__(self, epochs: int = 500, lr: float = 1e-3, batch_size: int | None = None,
                  val_fraction: float = 0.0, early_stopping: int | None = None, epochs_per_step: int = 50,

@@ -59,6 +59,8 @@ class APREDetector(MSSMixin, DeepDetector):
     """
 
     #: types and ranges of the hyperparameters (aeguard.core.params); the mss* ones come from MSSMixin
+    #: images go through the flattened path, standardized per channel (aeguard.core.deep.ImageStandardize)
+    modalities: ClassVar[tuple[str, ...]] = ("tabular", "image")
     param_spec: ClassVar[dict[str, Spec]] = {
         **TRAINING_SPEC, "alpha": Float(low=0), "beta": Float(low=0),
         "var_floor": Choice(choices=VAR_FLOORS, none=True, none_means="'none'"), "faithful": Bool(),

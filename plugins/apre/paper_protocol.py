@@ -144,7 +144,7 @@ def run_paper_protocol(X: np.ndarray, y: np.ndarray, *, epochs: int = 5000, alph
     ``k``), ``k_star`` (per m), ``settings`` and ``seconds``. ``fit_cap`` (aeguard, off by default) subsamples
     the fit set (seeded) for very large data and must be reported when used.
     """
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    from aeguard.core.metrics import average_precision, roc_auc
 
     started = time.perf_counter()
     X = np.asarray(X, dtype=np.float64)
@@ -205,7 +205,7 @@ def run_paper_protocol(X: np.ndarray, y: np.ndarray, *, epochs: int = 5000, alph
     rows = {}
     for i, name in enumerate(names):
         val_auc, seed, s = best[name]
-        rows[name] = {"roc_auc": float(roc_auc_score(y_test, s)), "ap": float(average_precision_score(y_test, s)),
+        rows[name] = {"roc_auc": roc_auc(y_test, s), "ap": average_precision(y_test, s),
                       "valid_auc": val_auc, "seed": seed, "k": k_star.get(ms[i]) if i < len(ms) else None}
     return {"rows": rows, "k_star": k_star, "seconds": {"step1": t1, "total": time.perf_counter() - started},
             "settings": {"epochs": epochs, "alpha": alpha, "beta": beta, "step1_seeds": list(step1_seeds),
