@@ -178,7 +178,7 @@ def test_class_modes_and_parameters_are_checked(table):
         registry.build_detector("mahalanobis", {"covariance": "oas"})
     with pytest.raises(ParamError, match="scale must be one of"):
         _fit(X, scale="iqr")
-    with pytest.raises(ValueError, match="loss='bce' needs inputs in \\[0, 1\\]"):
+    with pytest.raises(ValueError, match="loss='bce' is for image inputs"):
         _fit(X, loss="bce", epochs=1)
     with pytest.raises(ParamError, match="mss is fixed for mahalanobis"):
         registry.build_detector("mahalanobis", {"mss": "true"})
@@ -227,22 +227,32 @@ def test_mss_wraps_only_the_reconstruction_term(fitted, table):
     assert "mss" in mss.manifest_extra()
 
 
-def test_image_inputs_train_with_bce_on_a_conv_autoencoder():
-    """The image path of spec section 2 (images arrive as C x H x W rows in [0, 1]; issue 11)."""
-    rng = np.random.default_rng(0)
-    for shape in ((1, 28, 28), (3, 27, 32)):
-        x = rng.uniform(size=(8, *shape)).astype(np.float32)
-        data = FitData(z=x, train_idx=np.arange(6), val_idx=np.arange(6, 8), seed=0)
-        det = registry.create("mahalanobis", latent=None)
-        model = det.build_model(data)
-        assert det.loss_ == "bce" and model.m == 32
-        assert model(torch.from_numpy(x)).shape == x.shape
-        loss = model.training_loss(torch.from_numpy(x))
-        loss.backward()
-        assert torch.isfinite(loss) and loss.item() > 0
-    flat = FitData(z=rng.uniform(size=(8, 5)).astype(np.float32), train_idx=np.arange(8), val_idx=np.arange(0), seed=0)
-    assert registry.create("mahalanobis")._loss(flat) == "mse"  # tables: MSE unless asked for
+def test_images_train_a_conv_autoencoder_with_bce_on_pixels_in_0_1():
+    """Spec section 2/3 image path: C x H x W images (the 8x8 digits), a conv AE, BCE on [0, 1] pixels (the base's
+    per-channel standardization undone exactly inside the model); one digit fitted, other digits rank higher."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.round(digits.images * (255 / 16)).astype(np.uint8)[:, None]
+    own, other = images[digits.target == 0], images[digits.target != 0][::10]
+    det = _fit(own[:120], epochs=60)
+    assert det.loss_ == "bce" and det.model_.m == 32 and isinstance(det.model_.encoder[0], torch.nn.Conv2d)
+    test = np.concatenate([own[120:], other])
+    y = np.r_[np.zeros(len(own) - 120, int), np.ones(len(other), int)]
+    out = det.score_output(test)
+    assert roc_auc(y, out.score) > 0.85
+    x01 = test.reshape(len(test), -1) / 255.0
+    with torch.no_grad():
+        xhat = det.model_(det.standardize_(torch.from_numpy(test.astype(np.float32)))).numpy().astype(float)
+    p = np.clip(xhat, 1e-7, 1 - 1e-7)
+    bce = -(x01 * np.log(p) + (1 - x01) * np.log(1 - p)).mean(axis=1)
+    np.testing.assert_allclose(out.components["recon"], det.beta_ * bce, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(det.explain_maps(test[:3]).sum(axis=(1, 2, 3)), out.score[:3], rtol=1e-5)
+    assert registry.create("mahalanobis")._loss() == "mse"  # tables: MSE
     assert isinstance(MahalanobisAutoEncoder((5,), 2).decoder[-1], torch.nn.Linear)
+    for shape in ((1, 28, 28), (3, 27, 32)):  # the conv AE mirrors odd and even sizes exactly
+        model = MahalanobisAutoEncoder(shape, 32)
+        assert model(torch.zeros(2, int(np.prod(shape)))).shape == (2, int(np.prod(shape)))
 
 
 def test_per_class_artifact_matches_torch_runs_int8_and_aeguard_edge(tmp_path):

@@ -163,6 +163,8 @@ class MahalanobisDetector(MSSMixin, DeepDetector):
     """
 
     accepts_classes: ClassVar[bool] = True
+    #: images arrive as flat standardized rows (the base's per-channel statistics); the model reshapes them
+    modalities: ClassVar[tuple[str, ...]] = ("tabular", "image")
     #: types and ranges of the hyperparameters (aeguard.core.params); the mss* ones come from MSSMixin
     param_spec: ClassVar[dict[str, Spec]] = {
         **TRAINING_SPEC, "latent": Int(low=1, none=True, none_means="clip(D // 4, 2, 32); images 32"),
@@ -219,23 +221,32 @@ class MahalanobisDetector(MSSMixin, DeepDetector):
             return "none"
         return "per_class" if mode == "auto" else mode
 
-    def _loss(self, data: FitData) -> str:
+    def _image_shape(self) -> tuple[int, int, int] | None:
+        shape = getattr(self, "image_shape_", None)
+        return None if shape is None else tuple(int(v) for v in shape)  # type: ignore[return-value]
+
+    def _loss(self) -> str:
         loss = self._param("loss", "auto")
-        in_unit = bool(np.all((data.z >= 0) & (data.z <= 1)))
-        if loss == "bce" and not in_unit:
-            raise ValueError("loss='bce' needs inputs in [0, 1] (images scaled to [0, 1]); use 'mse' or 'auto'")
+        if loss == "bce" and self._image_shape() is None:
+            raise ValueError("loss='bce' is for image inputs (pixels in [0, 1]); tables use 'mse' or 'auto'")
         if loss == "auto":
-            return "bce" if len(data.input_shape) == 3 and in_unit else "mse"
+            return "bce" if self._image_shape() is not None else "mse"
         return loss
 
     # --- DeepDetector hooks ------------------------------------------------------------------------
     def build_model(self, data: FitData) -> nn.Module:
-        shape = data.input_shape
+        """MLP for tables, the conv AE for images (rows reshaped to C x H x W inside the model)."""
+        image = self._image_shape()
         m = self._param("latent", None)
         if m is None:
-            m = 32 if len(shape) == 3 else latent_size(data.n_features)
-        self.loss_ = self._loss(data)
-        return MahalanobisAutoEncoder(shape, int(m), loss=self.loss_)
+            m = 32 if image is not None else latent_size(data.n_features)
+        self.loss_ = self._loss()
+        unit = None
+        if self.loss_ == "bce":  # back to [0, 1] pixels: the inverse of the base's per-channel standardization
+            per_pixel = int(np.prod(image[1:]))
+            unit = tuple(np.repeat(getattr(self.standardize_, name).numpy().reshape(-1).astype(np.float64), per_pixel)
+                         for name in ("mean", "scale"))
+        return MahalanobisAutoEncoder(image or (data.n_features,), int(m), loss=self.loss_, unit=unit)
 
     def training_loss(self, model: nn.Module, z: torch.Tensor) -> torch.Tensor:
         return model.training_loss(z)

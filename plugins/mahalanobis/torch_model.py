@@ -134,15 +134,21 @@ def mlp_autoencoder(d: int, m: int) -> tuple[nn.Sequential, nn.Sequential]:
 class MahalanobisAutoEncoder(nn.Module):
     """AE whose score adds the latent Mahalanobis distance to the reconstruction error.
 
-    ``input_shape`` is ``(D,)`` (MLP) or ``(C, H, W)`` (conv AE); ``loss`` is "mse" or "bce" (sigmoid output,
-    reconstruction clamped to ``[1e-7, 1 - 1e-7]``). :attr:`latent` (the fitted Gaussians) and :attr:`beta`
-    are set after training; before that ``score_against`` uses the reconstruction term alone.
+    Rows arrive flat (B, D) and standardized. ``input_shape`` is ``(D,)`` (MLP) or ``(C, H, W)`` (conv AE; rows are
+    reshaped inside). ``loss`` is "mse" or "bce"; BCE works on [0, 1] pixels: ``unit = (mean, scale)`` (per input
+    position, the base's per-channel image statistics) maps standardized rows back, ``x01 = z * scale + mean``,
+    exactly, for the input and the target; the output is a sigmoid, clamped to ``[1e-7, 1 - 1e-7]`` in ``l``.
+    :attr:`latent` (the fitted Gaussians) and :attr:`beta` are set after training; before that ``score_against``
+    uses the reconstruction term alone.
     """
 
-    def __init__(self, input_shape: tuple[int, ...], latent: int, loss: str = "mse") -> None:
+    def __init__(self, input_shape: tuple[int, ...], latent: int, loss: str = "mse",
+                 unit: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         super().__init__()
         if loss not in ("mse", "bce"):
             raise ValueError(f"loss must be 'mse' or 'bce', got {loss!r}")
+        if loss == "bce" and unit is None:
+            raise ValueError("loss='bce' needs the map of standardized rows back to [0, 1] pixels (unit)")
         self.input_shape = tuple(int(s) for s in input_shape)
         self.n_features = int(np.prod(self.input_shape))
         self.m = int(latent)
@@ -153,22 +159,35 @@ class MahalanobisAutoEncoder(nn.Module):
             self.encoder, self.decoder = mlp_autoencoder(self.n_features, self.m)
         else:
             raise ValueError(f"input rows must be vectors (D,) or images (C, H, W), got shape {self.input_shape}")
+        self.pixels = unit is not None
+        if unit is not None:
+            self.register_buffer("unit_mean", torch.as_tensor(np.asarray(unit[0]).reshape(-1), dtype=torch.float32))
+            self.register_buffer("unit_scale", torch.as_tensor(np.asarray(unit[1]).reshape(-1), dtype=torch.float32))
         self.latent: LatentMahalanobis | None = None
         self.register_buffer("beta", torch.tensor(1.0))
 
+    def _input(self, z: torch.Tensor) -> torch.Tensor:
+        """What the network and the loss see: [0, 1] pixels for BCE, else the standardized row."""
+        z = z.reshape(z.shape[0], -1)
+        return z * self.unit_scale + self.unit_mean if self.pixels else z
+
     def encode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.encoder(z)
+        x = self._input(z)
+        if len(self.input_shape) == 3:
+            x = x.reshape(x.shape[0], *self.input_shape)
+        return self.encoder(x)
 
     def reconstruct(self, code: torch.Tensor) -> torch.Tensor:
-        out = self.decoder(code)
+        """The reconstruction, flat (B, D), in the space of :meth:`_input`."""
+        out = self.decoder(code).reshape(code.shape[0], -1)
         return torch.sigmoid(out) if self.loss == "bce" else out
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.reconstruct(self.encode(z))
 
     def recon_terms(self, xhat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Per-feature terms of ``l`` (B x D, flattened): ``(t - x^)^2 / D`` or the BCE terms ``/ D``."""
-        xhat, target = xhat.reshape(xhat.shape[0], -1), target.reshape(target.shape[0], -1)
+        """Per-feature terms of ``l`` (B x D) against a standardized ``target``: ``(t - x^)^2 / D`` or BCE ``/ D``."""
+        target = self._input(target)
         if self.loss == "bce":
             p = torch.clamp(xhat, BCE_EPS, 1.0 - BCE_EPS)
             terms = -(target * torch.log(p) + (1.0 - target) * torch.log(1.0 - p))
