@@ -190,6 +190,16 @@ def _prepare_target(path: Path) -> None:
         raise ArtifactError(f"{path} is a non-empty folder that is not an aeguard artifact; refusing to overwrite")
 
 
+def _normal_permissions(folder: Path) -> None:
+    """mkdtemp makes the folder 0700; give it (and its files) what a plain mkdir/open would: 0777/0666 minus the
+    umask (0755/0644 by default), so a service user can read the artifact."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(folder, 0o777 & ~mask)
+    for item in folder.iterdir():
+        os.chmod(item, 0o666 & ~mask)
+
+
 def write_artifact(path: str | Path, graph_file: Path, manifest_fn: Any) -> Path:
     """Move ``graph_file`` into a fresh artifact at ``path`` and write the manifest built by
     ``manifest_fn(files)``; the folder appears complete or not at all."""
@@ -202,6 +212,7 @@ def write_artifact(path: str | Path, graph_file: Path, manifest_fn: Any) -> Path
         files = {GRAPH: {"sha256": sha256_file(staging / GRAPH), "bytes": (staging / GRAPH).stat().st_size}}
         manifest = seal_manifest(manifest_fn(files))
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+        _normal_permissions(staging)
         old = None
         if path.exists():  # two renames, then the delete: a kill leaves the old or the new artifact, whole
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
@@ -237,7 +248,10 @@ DEFAULT_MAX_FILE_MB = 2048
 #: manifest blocks the loader trusts for what it opens and how it shapes input: unknown keys there are refused
 #: (a newer writer's field the loader would silently ignore). Other blocks (graph tool info, training, extra
 #: written by plugins' ``manifest_extra``) stay open for exporters and plugins.
-STRICT_BLOCKS = {"features": frozenset({"names", "n_features", "dtype", "named"})}
+STRICT_BLOCKS = {"features": frozenset({"names", "n_features", "dtype", "named"}),
+                 "input": frozenset({"modality", "shape", "pixel_range"})}
+#: strict blocks a manifest may leave out (format 1 has no ``input`` block)
+OPTIONAL_BLOCKS = ("input",)
 FILE_KEYS = frozenset({"sha256", "bytes"})
 
 
@@ -318,6 +332,8 @@ def _check_schema(m: dict[str, Any], where: str) -> None:
 
     for block, allowed in STRICT_BLOCKS.items():
         value = m.get(block)
+        if value is None and block in OPTIONAL_BLOCKS:
+            continue
         if not isinstance(value, dict):
             raise bad(block, "an object")
         unknown = sorted(set(value) - allowed)
@@ -487,6 +503,10 @@ class Artifact:
         self.threshold_ = float(self.manifest["threshold"])
         self.calibration_ = dict(self.manifest["calibration"])
         self.output_names = [o.name for o in self.session.get_outputs()]
+        #: rank of each graph output (None: not declared): 1 for one value per row (score, most components), 2+
+        #: for per-row vectors (``contrib``; a code or embedding output such as ``code``, B x n_latents)
+        self.output_ranks = {o.name: len(o.shape) if isinstance(o.shape, (list, tuple)) else None
+                             for o in self.session.get_outputs()}
         #: rows per onnxruntime call, from the graph's recorded memory per row and the scoring budget
         self.chunk_rows = chunk_rows(self.manifest["graph"].get("bytes_per_row"))
         self._check_graph()
@@ -513,6 +533,21 @@ class Artifact:
         if missing:
             raise ArtifactError(f"mismatched artifact: graph lacks outputs {sorted(missing)}")
         self.input_name = inputs[0].name
+
+    @property
+    def component_names(self) -> list[str]:
+        """Named outputs besides score and contrib with one value per row (:func:`core.outputs.component_names`)."""
+        from aeguard.core.outputs import component_names
+
+        return component_names(self)
+
+    @property
+    def vector_output_names(self) -> list[str]:
+        """Named outputs with several values per row (``code``): in ``score().components`` and HTTP responses,
+        not in CSV columns."""
+        from aeguard.core.outputs import vector_output_names
+
+        return vector_output_names(self)
 
     @property
     def detector_name(self) -> str:

@@ -72,4 +72,7 @@ def probability(scores: np.ndarray, calibration: dict[str, float]) -> np.ndarray
 
 
 def labels(scores: np.ndarray, threshold: float) -> np.ndarray:
-    return (np.asarray(scores) > threshold).astype(np.int64)
+    """1 above the threshold, else 0; a non-finite score raises (it would otherwise become an inlier)."""
+    from aeguard.core.validation import check_finite_scores
+
+    return (check_finite_scores(scores) > threshold).astype(np.int64)

@@ -21,6 +21,12 @@ except ImportError:  # pragma: no cover - pandas is in the base install
     pd = None
 
 
+#: the largest magnitude the graphs can compute with (they run in float32)
+F32_MAX = float(np.finfo(np.float32).max)
+#: a value this many robust spreads from its column's median is reported as extreme at fit
+EXTREME_SPREADS = 1e6
+
+
 class InputTypeError(TypeError, ValueError):
     """Input of a kind that cannot be a feature matrix (sparse matrices, cells such as dicts).
 
@@ -65,7 +71,7 @@ def _as_float_matrix(X: Any) -> np.ndarray:
     if _is_frame(X):
         non_numeric = [str(c) for c, dt in X.dtypes.items() if not pd.api.types.is_numeric_dtype(dt)]
         if non_numeric:
-            raise ValueError(f"non-numeric column(s) {non_numeric[:5]}: every feature must be a number")
+            raise ValueError(f"non-numeric column(s) {preview(non_numeric)}: every feature must be a number")
         if any(pd.api.types.is_complex_dtype(dt) for dt in X.dtypes):
             raise ValueError("Complex data not supported: every feature must be a real number")
         arr = X.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -92,6 +98,12 @@ def _as_float_matrix(X: Any) -> np.ndarray:
     if arr.ndim != 2:
         raise ValueError(f"expected a 2-D table (rows x features), got shape {arr.shape}")
     return arr
+
+
+def _too_few_rows(shape: tuple[int, ...], min_samples: int) -> str:
+    what = "empty input (no rows)" if shape[0] == 0 else f"need at least {min_samples} rows"
+    return (f"{what}: found array with {shape[0]} sample(s) (shape={shape}) while a minimum of {min_samples} "
+            "is required.")
 
 
 def check_features(
@@ -132,11 +144,11 @@ def check_features(
         X = X.set_axis(cols, axis=1)[list(feature_names)]
     elif names_required and not _is_frame(X):
         raise ValueError("this detector was fitted on named columns; pass a DataFrame")
+    if _is_frame(X) and len(X) < min_samples:  # before the dtype check: a header-only table has no numbers
+        raise ValueError(_too_few_rows(X.shape, min_samples))
     arr = _as_float_matrix(X)
     if arr.shape[0] < min_samples:
-        what = "empty input" if arr.shape[0] == 0 else f"need at least {min_samples} rows"
-        raise ValueError(f"{what}: found array with {arr.shape[0]} sample(s) (shape={arr.shape}) while a minimum "
-                         f"of {min_samples} is required.")
+        raise ValueError(_too_few_rows(arr.shape, min_samples))
     if arr.shape[1] == 0:
         raise ValueError(f"input has no feature columns: found array with 0 feature(s) (shape={arr.shape}) while a "
                          "minimum of 1 is required.")
@@ -152,7 +164,83 @@ def check_features(
         n_bad = int((~finite).any(axis=1).sum())
         raise ValueError(f"{kind} in row {r}, feature {name!r} ({n_bad} row(s) with NaN/inf); "
                          "impute or drop them before scoring")
+    check_float32_range(arr, feature_names or feature_names_of(X))
     return np.ascontiguousarray(arr)
+
+
+def preview(names: Sequence[str], limit: int = 10) -> str:
+    """``['a', 'b'] and 3 more``: a list in a message that says how much was left out."""
+    names = list(names)
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return f"{names[:limit]}{more}"
+
+
+def check_float32_range(X: np.ndarray, feature_names: Sequence[str] | None = None) -> np.ndarray:
+    """Refuse values beyond float32 (what every graph computes in), naming the first cell; the one rule of
+    fit, the Python API, the CLI, the edge runtime and the server."""
+    big = np.abs(X) > F32_MAX
+    if big.any():
+        r, c = _first_bad_position(big)
+        name = feature_names[c] if feature_names else f"column {c}"
+        raise ValueError(f"value out of float32 range in row {r}, feature {name!r}: the model computes in float32")
+    return X
+
+
+def check_finite_scores(scores: np.ndarray) -> np.ndarray:
+    """Scores about to be labelled: a non-finite one is an error naming its row, never an inlier label."""
+    scores = np.asarray(scores)
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"non-finite score ({scores[r]}) in row {r} ({int(bad.sum())} row(s)): the row's values "
+                         "are too extreme for the model's float32 arithmetic; check them")
+    return scores
+
+
+def constant_columns(X: np.ndarray) -> np.ndarray:
+    """Boolean mask of columns with one value in every row (up to float rounding of that value)."""
+    X = np.asarray(X, dtype=np.float64)
+    spread = X.max(axis=0) - X.min(axis=0)
+    return spread <= 1e-12 * np.maximum(np.abs(X).max(axis=0), 1.0)
+
+
+def standard_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fit-set ``(mean, scale)`` for ``(x - mean) / scale``: unbiased std + 1e-5, except that a constant column
+    gets the scale of its own magnitude, ``max(|value|, 1)``.
+
+    Why: with std + 1e-5 a constant column divides a new value's difference by 1e-5, so any change there (a
+    sensor that was always 0 reads 1) scores ~1e10 and drowns every other feature. Measured in its own units a
+    change of the column's own size weighs like one spread of an ordinary column.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    mean = X.mean(axis=0)
+    std = X.std(axis=0, ddof=1) if len(X) > 1 else np.zeros(X.shape[1])
+    return mean, np.where(constant_columns(X), np.maximum(np.abs(mean), 1.0), std + 1e-5)
+
+
+def fit_warnings(X: np.ndarray, feature_names: Sequence[str] | None = None) -> list[str]:
+    """One line per problem a fit set has that does not stop training: constant columns, extreme values."""
+    X = np.asarray(X, dtype=np.float64)
+    names = list(feature_names) if feature_names is not None else default_feature_names(X.shape[1])
+    out = []
+    constant = constant_columns(X)
+    if constant.any():
+        cols = [names[j] for j in np.flatnonzero(constant)]
+        out.append(f"constant column(s) {preview(cols)}: one value in every fit row, so they cannot help at fit; "
+                   "the standardizing detectors measure a new value there in the column's own magnitude "
+                   "(scale max(|value|, 1)), so a change there cannot explode the score")
+    med = np.median(X, axis=0)
+    dev = np.abs(X - med)
+    spread = 1.4826 * np.median(dev, axis=0)
+    spread = np.where(spread > 0, spread, dev.mean(axis=0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        extreme = (dev > EXTREME_SPREADS * spread) & (spread > 0)
+    for j in np.flatnonzero(extreme.any(axis=0))[:10]:
+        r = int(np.flatnonzero(extreme[:, j])[0])
+        out.append(f"extreme value {X[r, j]:.6g} in row {r}, feature {names[j]!r} ({dev[r, j] / spread[j]:.3g} "
+                   "times the column's typical spread): standardization squashes the column's other rows to ~0; "
+                   "check for sentinel values or unit errors")
+    return out
 
 
 def check_labels(y: Any, n_rows: int) -> np.ndarray | None:

@@ -49,8 +49,12 @@ def load_table(path: str | Path, label_column: str | None = None) -> tuple[pd.Da
                 "the 'y' array"
             )
         X, y = load_xy(path)
+        if X.shape[0] == 0:
+            raise ValueError(f"{path}: no rows (X has shape {X.shape})")
         return pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])]), y
     frame = _read_csv(path) if kind == "csv" else _read_parquet(path)
+    if len(frame) == 0:
+        raise ValueError(f"{path}: no rows (a header with {frame.shape[1]} column(s) and no data)")
     return _split_label(frame, label_column, path)
 
 
@@ -189,7 +193,42 @@ def _as_labels(y: np.ndarray) -> np.ndarray:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, **csv_float_kwargs())
+    try:
+        return pd.read_csv(path, **csv_float_kwargs())
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: no rows (the file is empty)") from None
+
+
+#: column names that usually hold labels, not features (compared case-insensitively)
+LABEL_LIKE = ("label", "labels", "y", "class", "target", "outlier", "outliers", "is_outlier", "anomaly")
+
+
+def table_warnings(frame: pd.DataFrame, label_column: str | None = None) -> list[str]:
+    """One line per sign that a user table was read differently from what its author meant (not errors):
+    a header that looks like data, a saved pandas index, label-like columns among the features."""
+    names = [str(c) for c in frame.columns]
+    out = []
+    numeric = [n for n in names if _is_number(n)]
+    if names and len(numeric) >= max(1, len(names) // 2):
+        out.append(f"the header looks like data ({numeric[:4]}): if the file has no header row, its first data "
+                   "row was taken as column names and is not used; add a header row")
+    index_like = [n for n in names if n.startswith("Unnamed: ") or n in ("index", "level_0")]
+    if index_like:
+        out.append(f"column(s) {index_like} look like a saved pandas index (write with index=False, or drop "
+                   "them); they are used as features")
+    labels = [n for n in names if n.lower() in LABEL_LIKE and n != label_column]
+    if labels:
+        out.append(f"column(s) {labels} are named like labels and are used as features; pass --label-column "
+                   f"{labels[0]} to keep it out of the features")
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def csv_float_kwargs() -> dict:

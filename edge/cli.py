@@ -9,6 +9,8 @@ runtime, validation, thresholds, dataset loaders); argparse keeps start-up short
   sensor pipelines; a bad row is reported on stderr and the stream goes on.
 - ``--components`` (score and watch): one more column per named component output of the graph (e.g. ``apre``'s
   error, uncertainty, shift_norm), in graph output order; integer outputs (a predicted class) as integers.
+  Outputs with several values per row (a sparse ``code``, B x n_latents) are not CSV columns: they are
+  left out (``aeguard-edge info`` lists them; the Python ``Artifact`` and the HTTP API return them).
 - Images (image artifacts): ``score ARTIFACT images.npz|PNG_FOLDER`` and ``watch ARTIFACT --folder DIR`` (new PNGs
   polled, one ``name,score,label,probability`` line each); PNGs need Pillow (``pip install aeguard[images]``).
 - ``aeguard-edge info ARTIFACT``: the manifest summary, checksums verified and the graph loaded.
@@ -30,6 +32,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from aeguard.core.outputs import component_columns, component_names
+
 HEADER = "score,label,probability"
 ON_ERROR = ("skip", "nan")
 
@@ -45,25 +49,9 @@ def format_row(score: float, label: int, probability: float, components: Iterabl
     return f"{score:.9g},{int(label)},{probability:.9g}{extra}"
 
 
-def component_names(model: Any) -> list[str]:
-    """The graph's named outputs besides score and contrib, in graph output order."""
-    return [name for name in model.output_names if name not in ("score", "contrib")]
-
-
 def csv_header(names: list[str]) -> str:
     """``score,label,probability`` and the component columns."""
     return ",".join([HEADER, *names])
-
-
-def component_columns(scored: Any, names: list[str]) -> list[list[Any]]:
-    """Per component, its per-row values as Python ints (integer outputs) or floats."""
-    columns = []
-    for name in names:
-        values = np.asarray(scored.components[name])
-        if values.ndim != 1:
-            raise EdgeError(f"component {name!r} has shape {values.shape}: only one value per row fits a CSV column")
-        columns.append(values.astype(np.int64 if values.dtype.kind in "iub" else np.float64).tolist())
-    return columns
 
 
 def load(path: str | Path, device: str = "auto", threads: int | None = None,
@@ -177,7 +165,12 @@ def watch(model: Any, lines: Iterable[str], out: IO[str], err: IO[str], threshol
     if header:
         out.write(csv_header(names) + "\n")
         out.flush()
+    nan_row = ",".join(["nan"] * (3 + len(names))) + "\n"
     for lineno, line in enumerate(lines, 1):
+        if on_error == "nan" and (not line.strip() or line.lstrip().startswith("#")):
+            out.write(nan_row)  # a blank or comment line still holds a place: output stays aligned with input
+            out.flush()
+            continue
         try:
             row = parser.parse(lineno, line)
             if row is None:
@@ -188,7 +181,7 @@ def watch(model: Any, lines: Iterable[str], out: IO[str], err: IO[str], threshol
             err.write(f"bad row: {exc}\n")
             err.flush()
             if on_error == "nan":
-                out.write(",".join(["nan"] * (3 + len(names))) + "\n")
+                out.write(nan_row)
                 out.flush()
             continue
         extra = [column[0] for column in component_columns(result, names)]
@@ -274,7 +267,11 @@ def info_lines(model: Any) -> list[tuple[str, str]]:
         ("graph", f"{graph['file']} ({graph['variant']}, opset {graph['opset']}, outputs "
                   f"{', '.join(graph['outputs'])}, {size} bytes)"),
         ("threshold", f"{m['threshold']:.6g} ({json.dumps(m['threshold_rule'])})"),
+        ("components", ", ".join(model.component_names) or "-"),
     ]
+    if model.vector_output_names:
+        rows.append(("vector outputs", ", ".join(model.vector_output_names) + " (several values per row: not in "
+                                                                         "--components CSV columns)"))
     if "source" in m:
         src = m["source"]
         rows.append(("exported from", f"{src['detector']} {src['variant']} artifact, manifest sha256 "
@@ -352,8 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact", help="artifact folder")
     p.add_argument("--threshold", type=float, default=None, help="override the artifact's threshold")
     p.add_argument("--on-error", default="skip", choices=ON_ERROR,
-                   help="bad row: skip it (default) or write 'nan,nan,nan' (one nan per column) to keep lines "
-                   "aligned")
+                   help="bad row: skip it (default) or write 'nan,nan,nan' (one nan per column; also for blank "
+                   "and comment lines) to keep output lines aligned with input lines")
     p.add_argument("--header", action="store_true", help=f"write a '{HEADER}' header line first")
     p.add_argument("--folder", default=None, metavar="DIR",
                    help="watch DIR for new PNG images instead of stdin rows (image artifacts; needs Pillow); "

@@ -49,6 +49,11 @@ def aeguard_detectors() -> list[DetectorRecord]:
             modalities=("tabular", "image"), accepts_classes=True, mss_compatible=True,
             fixed_params=(("mss", True),),
         ),
+        DetectorRecord(
+            name="sae_ood", target="aeguard.plugins.sae_ood.detector:SAEOODDetector",
+            description="SAE-feature OOD (aeguard scoring)",
+            accepts_classes=True, mss_compatible=True,
+        ),
     ]
     records += [
         DetectorRecord(name=name, target="aeguard.plugins.pyod_baselines:PyODDetector", description=desc,

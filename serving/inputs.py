@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
-from aeguard.core.validation import check_features
+from aeguard.core.validation import F32_MAX, check_features, check_float32_range
 
 JSON_MEDIA = "application/json"
 ARROW_MEDIA = "application/vnd.apache.arrow.stream"
@@ -35,7 +35,6 @@ DATA_FIELDS = ("rows", "columns", "features", "values")
 OPTION_FIELDS = ("explain", "components", "threshold", "contamination", "model")
 FORMS_HINT = ("give exactly one of 'rows' (a list of records or value lists), 'columns' (feature -> list of "
               "values) or 'features' + 'values' (feature names and value lists in that order)")
-F32_MAX = float(np.finfo(np.float32).max)
 
 
 class RequestError(ValueError):
@@ -477,9 +476,8 @@ def _finite(X: np.ndarray, names: Sequence[str]) -> np.ndarray:
 
 
 def _in_float32(X: np.ndarray, names: Sequence[str]) -> np.ndarray:
-    big = np.abs(X) > F32_MAX
-    if big.any():
-        r, c = (int(v[0]) for v in np.nonzero(big))
-        raise RequestError(f"value out of float32 range in row {r}, feature {names[c]!r}: the model computes "
-                           "in float32")
-    return X
+    """core's float32 rule (the same one fit, the CLI and the edge runtime apply), answered as a 400."""
+    try:
+        return check_float32_range(X, list(names))
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
 from aeguard.core.deep import DeepDetector, FitData
 from aeguard.core.params import TRAINING_SPEC, Spec
+from aeguard.core.validation import standard_scale
 from aeguard.plugins.ae.torch_model import AutoEncoder
 
 
@@ -37,6 +39,9 @@ class AEDetector(DeepDetector):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+
+    def _standardize_stats(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return standard_scale(X)  # constant columns get a scale floor (aeguard.core.validation)
 
     def build_model(self, data: FitData) -> nn.Module:
         return AutoEncoder(data.n_features)

@@ -14,13 +14,14 @@ Score = squared reconstruction error (``contrib`` per feature) + ``nn_dist`` spr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from aeguard.core.deep import DeepDetector, FitData, Stage
+from aeguard.core.params import TRAINING_SPEC, Int, Spec
 from aeguard.core.reference import ReferenceDraw, draw_reference
 
 
@@ -67,6 +68,9 @@ class StagedDetector(DeepDetector):
     """Example of a multi-stage deep plugin (see the module docstring)."""
 
     accepts_classes = True
+    #: types and ranges of the hyperparameters (aeguard.core.params), checked by --param, specs and fit
+    param_spec: ClassVar[dict[str, Spec]] = {**TRAINING_SPEC, "latent": Int(low=1), "head_epochs": Int(low=0),
+                                             "ref_cap": Int(low=2)}
 
     def __init__(self, latent: int = 3, epochs: int = 60, head_epochs: int = 30, lr: float = 1e-2,
                  ref_cap: int = 64, val_fraction: float = 0.2, epochs_per_step: int = 10,
