@@ -37,6 +37,11 @@ def aeguard_detectors() -> list[DetectorRecord]:
             description="Probabilistic AE (PRE-trained), WNLL score with mean-shift scoring (MSS-PAE)",
             modalities=("tabular", "image"), mss_compatible=True,
         ),
+        DetectorRecord(
+            name="sae_ood", target="aeguard.plugins.sae_ood.detector:SAEOODDetector",
+            description="SAE-feature OOD (aeguard scoring)",
+            accepts_classes=True, mss_compatible=True,
+        ),
     ]
     records += [
         DetectorRecord(name=name, target="aeguard.plugins.pyod_baselines:PyODDetector", description=desc,
