@@ -248,7 +248,10 @@ DEFAULT_MAX_FILE_MB = 2048
 #: manifest blocks the loader trusts for what it opens and how it shapes input: unknown keys there are refused
 #: (a newer writer's field the loader would silently ignore). Other blocks (graph tool info, training, extra
 #: written by plugins' ``manifest_extra``) stay open for exporters and plugins.
-STRICT_BLOCKS = {"features": frozenset({"names", "n_features", "dtype", "named"})}
+STRICT_BLOCKS = {"features": frozenset({"names", "n_features", "dtype", "named"}),
+                 "input": frozenset({"modality", "shape", "pixel_range"})}
+#: strict blocks a manifest may leave out (format 1 has no ``input`` block)
+OPTIONAL_BLOCKS = ("input",)
 FILE_KEYS = frozenset({"sha256", "bytes"})
 
 
@@ -329,6 +332,8 @@ def _check_schema(m: dict[str, Any], where: str) -> None:
 
     for block, allowed in STRICT_BLOCKS.items():
         value = m.get(block)
+        if value is None and block in OPTIONAL_BLOCKS:
+            continue
         if not isinstance(value, dict):
             raise bad(block, "an object")
         unknown = sorted(set(value) - allowed)

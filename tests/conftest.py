@@ -76,3 +76,18 @@ def example_plugin_installed() -> str:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                         "--force-reinstall", str(REPO / "tests" / "example_plugin")], check=True)
     return "example-zscore"
+
+
+@pytest.fixture(scope="session")
+def small_ae(tmp_path_factory):
+    """One small `ae` artifact (4 features, names s0..s3) and its training frame, shared by the security and
+    fuzz tests (one fit for both)."""
+    import pandas as pd
+
+    from aeguard.core import registry
+
+    X, _ = make_table(n_inliers=120, n_outliers=6, d=4, seed=5)
+    frame = pd.DataFrame(X, columns=[f"s{i}" for i in range(4)])
+    record = registry.get("ae")
+    det = record.create(**fast_params(record.cls), random_state=0).fit(frame)
+    return det.save_artifact(tmp_path_factory.mktemp("small-ae") / "ae"), frame

@@ -25,7 +25,6 @@ from aeguard.core.graphcheck import GraphError, inspect_graph
 from aeguard.datasets.loaders import load_table, load_xy
 from aeguard.serving import inputs
 from aeguard.serving.inputs import RequestError
-from conftest import fast_params, make_table
 
 EXAMPLES = int(os.environ.get("AEGUARD_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ.get("AEGUARD_FUZZ_RANDOM"),
@@ -35,13 +34,8 @@ NAMES = ["s0", "s1", "s2", "s3"]
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    from aeguard.core import registry
-
-    X, _ = make_table(n_inliers=120, n_outliers=6, d=4, seed=7)
-    record = registry.get("ae")
-    det = record.create(**fast_params(record.cls), random_state=0).fit(pd.DataFrame(X, columns=NAMES))
-    return load_artifact(det.save_artifact(tmp_path_factory.mktemp("fuzz") / "ae"))
+def model(small_ae):
+    return load_artifact(small_ae[0])
 
 
 # --- strategies ----------------------------------------------------------------------------------------
