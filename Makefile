@@ -66,7 +66,7 @@ BENCH_OUT ?= runs/serving-bench.jsonl
 .PHONY: serve bento bench-serve test-serving
 
 $(SERVE_ARTIFACT): | $(VENV)/.test-installed
-	$(VENV)/bin/aeguard demo -o $(SERVE_ARTIFACT)
+	$(VENV)/bin/aeguard demo --detector ae -o $(SERVE_ARTIFACT)
 
 serve: $(VENV)/.test-installed $(SERVE_ARTIFACT)
 	$(VENV)/bin/aeguard serve $(SERVE_ARTIFACT)
