@@ -67,6 +67,8 @@ LEGACY_OPSET = 17
 LEGACY_IR_VERSION = 8
 #: quantized dynamically: int8 weights, uint8 activations quantized per row at run time, integer MatMul
 INT8_OP_TYPES = ("MatMul", "Gemm")
+#: the name suffix onnxruntime's dynamic quantizer gives the MatMul it makes of a Gemm
+GEMM_AS_MATMUL = "_MatMul"
 #: quantized weight-only (int8 weights + DequantizeLinear, float arithmetic); the output-channel axis of the weight
 WEIGHT_ONLY_OP_TYPES = {"Conv": 0, "ConvTranspose": 1}
 #: ops with trained weights that INT8 does not quantize: refused rather than left silently float
@@ -337,6 +339,9 @@ def _check_kept_float(model: Any, kept: dict[str, str]) -> None:
     found = {n.name: n for n in inferred.graph.node}
     for name, op_type in kept.items():
         node = found.get(name)
+        if node is None and op_type == "Gemm":  # split by the quantizer into "<name>_MatMul" + "<name>_Add"
+            node = found.get(f"{name}{GEMM_AS_MATMUL}")
+            op_type = "MatMul"
         if node is None or node.op_type != op_type:
             raise ArtifactError(f"the INT8 graph lost the declared FP32 node {name!r} ({op_type})")
         bad = [i for i in node.input
@@ -385,9 +390,12 @@ def quantize_int8(src: str | Path, dst: str | Path, keep_fp32: list[str] | tuple
                                 "would change nothing")
         onnx.save(model, str(pre))
         if dynamic:
+            # the dynamic quantizer first rewrites every Gemm as MatMul + Add, renaming it "<name>_MatMul"
+            # (onnxruntime ONNXModel.replace_gemm_with_matmul), so a declared Gemm is excluded under both names
+            exclude = keep | {f"{n}{GEMM_AS_MATMUL}" for n, op in kept.items() if op == "Gemm"}
             quantize_dynamic(str(pre), str(per_batch), op_types_to_quantize=list(INT8_OP_TYPES),
                              per_channel=per_channel, reduce_range=reduce_range, weight_type=QuantType.QInt8,
-                             nodes_to_exclude=sorted(keep))
+                             nodes_to_exclude=sorted(exclude))
             model = onnx.load(str(per_batch))
         conv = quantize_conv_weights(model, keep, per_channel=per_channel)
         _strip_metadata(model)

@@ -332,3 +332,23 @@ def test_random_graph_bytes_give_facts_or_a_graph_error(raw):
         inspect_graph(raw)
     except GraphError:
         pass
+
+
+def test_regressions_found_by_the_fuzzers(model, tmp_path):
+    """The cases above that failed before their fixes, as plain assertions on the messages."""
+    header = b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, 'shape': (999999999999, 4), }"
+    with pytest.raises(RequestError, match=r"header declares shape \(999999999999, 4\)"):
+        inputs.matrix_from_npy(header + b" " * 50 + b"\n", NAMES, max_rows=10**13)
+    buf = io.BytesIO()
+    np.savez(buf, X=np.ones((3, 4), dtype=np.complex64))
+    (tmp_path / "c.npz").write_bytes(buf.getvalue())
+    with pytest.raises(ValueError, match="X is not numeric"):
+        load_xy(tmp_path / "c.npz")
+    (tmp_path / "t.npz").write_bytes(buf.getvalue()[:100])
+    with pytest.raises(ValueError, match="not a readable .npz archive"):
+        load_xy(tmp_path / "t.npz")
+    manifest = json.loads((model.path / "manifest.json").read_text())
+    for edit, message in (({"calibration": {**manifest["calibration"], "min": None}}, "calibration must be"),
+                          ({"graph": {**manifest["graph"], "file": []}}, "lists no checksum")):
+        with pytest.raises(ArtifactError, match=message):
+            parse_manifest(json.dumps({**manifest, **edit}).encode())
