@@ -7,7 +7,11 @@ Layout of an artifact folder::
                     training fingerprint, library versions, sha256 of every file
 
 Loading checks the format version and every checksum before onnxruntime sees a byte, and checks that the
-graph's input shape and outputs agree with the manifest. Nothing is ever pickled.
+graph's input shape and outputs agree with the manifest. Nothing is ever pickled. The folder is untrusted
+input (docs/security.md): plain file names that stay inside it (symlinks included), size caps, a strict schema
+for the fields the loader reads (unknown keys refused in ``features``, ``input`` and ``files`` entries), the
+graph checks of :mod:`aeguard.core.graphcheck`, optional Ed25519 signatures (:mod:`aeguard.core.signing`), and
+onnxruntime gets the very bytes that were hashed and checked.
 
 Format version 2 added the ``input`` block (``modality`` "tabular" or "image", the shape of one row: ``[d]``
 or ``[C, H, W]``, and the pixel range of images); image graphs take ``(batch, C, H, W)`` raw pixels and
@@ -248,7 +252,10 @@ DEFAULT_MAX_FILE_MB = 2048
 #: manifest blocks the loader trusts for what it opens and how it shapes input: unknown keys there are refused
 #: (a newer writer's field the loader would silently ignore). Other blocks (graph tool info, training, extra
 #: written by plugins' ``manifest_extra``) stay open for exporters and plugins.
-STRICT_BLOCKS = {"features": frozenset({"names", "n_features", "dtype", "named"})}
+STRICT_BLOCKS = {"features": frozenset({"names", "n_features", "dtype", "named"}),
+                 "input": frozenset({"modality", "shape", "pixel_range"})}
+#: strict blocks a manifest may leave out (format 1 has no ``input`` block)
+OPTIONAL_BLOCKS = ("input",)
 FILE_KEYS = frozenset({"sha256", "bytes"})
 
 
@@ -329,6 +336,8 @@ def _check_schema(m: dict[str, Any], where: str) -> None:
 
     for block, allowed in STRICT_BLOCKS.items():
         value = m.get(block)
+        if value is None and block in OPTIONAL_BLOCKS:
+            continue
         if not isinstance(value, dict):
             raise bad(block, "an object")
         unknown = sorted(set(value) - allowed)
@@ -498,6 +507,10 @@ class Artifact:
         self.threshold_ = float(self.manifest["threshold"])
         self.calibration_ = dict(self.manifest["calibration"])
         self.output_names = [o.name for o in self.session.get_outputs()]
+        #: rank of each graph output (None: not declared): 1 for one value per row (score, most components), 2+
+        #: for per-row vectors (``contrib``; a code or embedding output such as ``code``, B x n_latents)
+        self.output_ranks = {o.name: len(o.shape) if isinstance(o.shape, (list, tuple)) else None
+                             for o in self.session.get_outputs()}
         #: rows per onnxruntime call, from the graph's recorded memory per row and the scoring budget
         self.chunk_rows = chunk_rows(self.manifest["graph"].get("bytes_per_row"))
         self._check_graph()
@@ -524,6 +537,21 @@ class Artifact:
         if missing:
             raise ArtifactError(f"mismatched artifact: graph lacks outputs {sorted(missing)}")
         self.input_name = inputs[0].name
+
+    @property
+    def component_names(self) -> list[str]:
+        """Named outputs besides score and contrib with one value per row (:func:`core.outputs.component_names`)."""
+        from aeguard.core.outputs import component_names
+
+        return component_names(self)
+
+    @property
+    def vector_output_names(self) -> list[str]:
+        """Named outputs with several values per row (``code``): in ``score().components`` and HTTP responses,
+        not in CSV columns."""
+        from aeguard.core.outputs import vector_output_names
+
+        return vector_output_names(self)
 
     @property
     def detector_name(self) -> str:

@@ -16,8 +16,19 @@ CORE_OUTPUTS = ("score", "contrib")
 
 
 def component_names(model: Any) -> list[str]:
-    """The graph's named outputs besides score and contrib, in graph output order."""
-    return [name for name in model.output_names if name not in CORE_OUTPUTS]
+    """The graph's named one-value-per-row outputs besides score and contrib, in graph output order.
+
+    Outputs with several values per row (a sparse ``code``, B x n_latents; ``model.output_ranks`` says) do not
+    fit a CSV column and are left out; :func:`vector_output_names` lists them (the Python ``Artifact`` and the
+    HTTP API return them as arrays / lists)."""
+    ranks = getattr(model, "output_ranks", {})
+    return [n for n in model.output_names if n not in CORE_OUTPUTS and (ranks.get(n) or 1) <= 1]
+
+
+def vector_output_names(model: Any) -> list[str]:
+    """The graph's named outputs besides contrib with several values per row (``output_ranks`` of 2 or more)."""
+    ranks = getattr(model, "output_ranks", {})
+    return [n for n in model.output_names if n not in CORE_OUTPUTS and (ranks.get(n) or 1) > 1]
 
 
 def component_columns(scored: Any, names: Sequence[str]) -> list[list[Any]]:

@@ -47,6 +47,7 @@ def cmd_make(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from aeguard.core import registry
+    from aeguard.core.artifact import read_manifest
     from aeguard.edge.variants import export_variant
 
     out = Path(args.dir)
@@ -65,9 +66,12 @@ def cmd_make(args: argparse.Namespace) -> int:
         detector.fit(pd.DataFrame(X_fit, columns=names))
         slug = name.replace("+", "_")
         fp32 = detector.save_artifact(out / "artifacts" / f"{slug}-fp32")
-        export_variant(fp32, out / "artifacts" / f"{slug}-int8", int8=True)
+        made = ["fp32"]
+        if not read_manifest(fp32)["graph"].get("int8_refusal"):  # a graph may declare that INT8 does not apply
+            export_variant(fp32, out / "artifacts" / f"{slug}-int8", int8=True)
+            made.append("int8")
         export_variant(fp32, out / "artifacts" / f"{slug}-legacy", legacy=True)
-        print(f"made {slug}: fp32, int8, legacy", flush=True)
+        print(f"made {slug}: {', '.join(made + ['legacy'])}", flush=True)
     return 0
 
 
@@ -113,6 +117,8 @@ def _csv_scores(path: Path) -> np.ndarray:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from aeguard.edge.variants import max_abs_diff
+
     a, b = Path(args.a), Path(args.b)
     env_a, env_b = (json.loads((p / "env.json").read_text()) for p in (a, b))
     raw_a, raw_b = np.load(a / "raw.npz"), np.load(b / "raw.npz")
@@ -128,7 +134,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             print(f"{name:<22} missing on {env_b['machine']}")
             continue
         ds = float(np.max(np.abs(raw_a[f"{name}/score"].astype(np.float64) - raw_b[f"{name}/score"])))
-        dc = float(np.max(np.abs(raw_a[f"{name}/contrib"].astype(np.float64) - raw_b[f"{name}/contrib"])))
+        dc = max_abs_diff(raw_a[f"{name}/contrib"], raw_b[f"{name}/contrib"])  # NaN contrib (no split) matches
         ca, cb = _csv_scores(a / f"{name}.csv"), _csv_scores(b / f"{name}.csv")
         dcsv = float(np.max(np.abs(ca[:, 0] - cb[:, 0])))
         flips = int(np.sum(ca[:, 1] != cb[:, 1]))

@@ -9,6 +9,8 @@ runtime, validation, thresholds, dataset loaders); argparse keeps start-up short
   sensor pipelines; a bad row is reported on stderr and the stream goes on.
 - ``--components`` (score and watch): one more column per named component output of the graph (e.g. ``apre``'s
   error, uncertainty, shift_norm), in graph output order; integer outputs (a predicted class) as integers.
+  Outputs with several values per row (a sparse ``code``, B x n_latents) are not CSV columns: they are
+  left out (``aeguard-edge info`` lists them; the Python ``Artifact`` and the HTTP API return them).
 - Images (image artifacts): ``score ARTIFACT images.npz|PNG_FOLDER`` and ``watch ARTIFACT --folder DIR`` (new PNGs
   polled, one ``name,score,label,probability`` line each); PNGs need Pillow (``pip install aeguard[images]``).
 - ``aeguard-edge info ARTIFACT``: the manifest summary, checksums verified and the graph loaded.
@@ -265,7 +267,11 @@ def info_lines(model: Any) -> list[tuple[str, str]]:
         ("graph", f"{graph['file']} ({graph['variant']}, opset {graph['opset']}, outputs "
                   f"{', '.join(graph['outputs'])}, {size} bytes)"),
         ("threshold", f"{m['threshold']:.6g} ({json.dumps(m['threshold_rule'])})"),
+        ("components", ", ".join(model.component_names) or "-"),
     ]
+    if model.vector_output_names:
+        rows.append(("vector outputs", ", ".join(model.vector_output_names) + " (several values per row: not in "
+                                                                         "--components CSV columns)"))
     if "source" in m:
         src = m["source"]
         rows.append(("exported from", f"{src['detector']} {src['variant']} artifact, manifest sha256 "

@@ -67,6 +67,8 @@ LEGACY_OPSET = 17
 LEGACY_IR_VERSION = 8
 #: quantized dynamically: int8 weights, uint8 activations quantized per row at run time, integer MatMul
 INT8_OP_TYPES = ("MatMul", "Gemm")
+#: the name suffix onnxruntime's dynamic quantizer gives the MatMul it makes of a Gemm
+GEMM_AS_MATMUL = "_MatMul"
 #: quantized weight-only (int8 weights + DequantizeLinear, float arithmetic); the output-channel axis of the weight
 WEIGHT_ONLY_OP_TYPES = {"Conv": 0, "ConvTranspose": 1}
 #: ops with trained weights that INT8 does not quantize: refused rather than left silently float
@@ -337,6 +339,9 @@ def _check_kept_float(model: Any, kept: dict[str, str]) -> None:
     found = {n.name: n for n in inferred.graph.node}
     for name, op_type in kept.items():
         node = found.get(name)
+        if node is None and op_type == "Gemm":  # split by the quantizer into "<name>_MatMul" + "<name>_Add"
+            node = found.get(f"{name}{GEMM_AS_MATMUL}")
+            op_type = "MatMul"
         if node is None or node.op_type != op_type:
             raise ArtifactError(f"the INT8 graph lost the declared FP32 node {name!r} ({op_type})")
         bad = [i for i in node.input
@@ -385,9 +390,12 @@ def quantize_int8(src: str | Path, dst: str | Path, keep_fp32: list[str] | tuple
                                 "would change nothing")
         onnx.save(model, str(pre))
         if dynamic:
+            # the dynamic quantizer first rewrites every Gemm as MatMul + Add, renaming it "<name>_MatMul"
+            # (onnxruntime ONNXModel.replace_gemm_with_matmul), so a declared Gemm is excluded under both names
+            exclude = keep | {f"{n}{GEMM_AS_MATMUL}" for n, op in kept.items() if op == "Gemm"}
             quantize_dynamic(str(pre), str(per_batch), op_types_to_quantize=list(INT8_OP_TYPES),
                              per_channel=per_channel, reduce_range=reduce_range, weight_type=QuantType.QInt8,
-                             nodes_to_exclude=sorted(keep))
+                             nodes_to_exclude=sorted(exclude))
             model = onnx.load(str(per_batch))
         conv = quantize_conv_weights(model, keep, per_channel=per_channel)
         _strip_metadata(model)
@@ -448,7 +456,7 @@ def probe_batch(manifest: dict[str, Any], rows: int = PROBE_ROWS, seed: int = 0)
     return (mean + scale * rng.standard_normal((rows, d))).astype(np.float32)
 
 
-def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     """Max abs difference; NaN in both at the same place counts as equal (an output that is NaN by definition,
     such as the ``contrib`` of a detector without a per-feature split), NaN on one side only as the largest float
     (finite, so the manifest stays valid JSON)."""
@@ -470,7 +478,7 @@ def compare_graphs(reference: Path, candidate: Path, X: np.ndarray) -> dict[str,
     ref, cand = outs
     if set(ref) != set(cand):
         raise ArtifactError(f"variant graph outputs {sorted(cand)} differ from the source's {sorted(ref)}")
-    diffs = {name: _max_abs_diff(ref[name], cand[name]) for name in ref}
+    diffs = {name: max_abs_diff(ref[name], cand[name]) for name in ref}
     span = float(np.max(np.abs(ref["score"]))) or 1.0
     return {"probe_rows": int(len(X)), "max_abs_diff": diffs, "score_span": span,
             "max_rel_diff_score": diffs["score"] / span, "spearman_score": spearman(ref["score"], cand["score"])}

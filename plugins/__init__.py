@@ -43,6 +43,23 @@ def aeguard_detectors() -> list[DetectorRecord]:
             description="CBNet-style converting AE + tiny classifier: distance to the nearest prototype + entropy",
             modalities=("tabular", "image"), accepts_classes=True, mss_compatible=False,
         ),
+        DetectorRecord(
+            name="mahalanobis", target="aeguard.plugins.mahalanobis.detector:MahalanobisDetector",
+            description="AE with linear latent: latent Mahalanobis distance + reconstruction error (Denouden et al.)",
+            modalities=("tabular", "image"), accepts_classes=True, mss_compatible=True,
+            fixed_params=(("mss", False),),  # mean-shift scoring is the `mahalanobis+mss` record
+        ),
+        DetectorRecord(
+            name="mahalanobis+mss", target="aeguard.plugins.mahalanobis.detector:MahalanobisDetector",
+            description="mahalanobis with its reconstruction term scored against the kNN mean-shifted input",
+            modalities=("tabular", "image"), accepts_classes=True, mss_compatible=True,
+            fixed_params=(("mss", True),),
+        ),
+        DetectorRecord(
+            name="sae_ood", target="aeguard.plugins.sae_ood.detector:SAEOODDetector",
+            description="SAE-feature OOD (aeguard scoring)",
+            accepts_classes=True, mss_compatible=True,
+        ),
     ]
     records += [
         DetectorRecord(name=name, target="aeguard.plugins.pyod_baselines:PyODDetector", description=desc,

@@ -41,6 +41,17 @@ def worker_pids(server: LocalServer) -> list[int]:
     return [p.pid for p in sorted(procs, key=lambda p: p.create_time())]
 
 
+def client_connections(pid: int, port: int) -> int:
+    """Established connections a worker process holds on the server port (keep-alive clients it serves)."""
+    import psutil
+
+    try:
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return 0
+    return sum(1 for c in conns if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port)
+
+
 def server_rss(server: LocalServer) -> int:
     """Resident bytes of the server: arbiter plus every worker."""
     import psutil
@@ -84,7 +95,8 @@ def _port(server: LocalServer) -> int:
 
 def worker_kill(server: LocalServer, plan: list[Request], concurrency: int = 4, before_s: float = 3.0,
                 after_s: float = 12.0) -> dict[str, Any]:
-    """Run ``plan`` for ``before_s + after_s`` seconds, SIGKILL the oldest worker after ``before_s``."""
+    """Run ``plan`` for ``before_s + after_s`` seconds; after ``before_s``, SIGKILL the worker that holds the
+    most of the client's connections (so requests are in flight on it)."""
     workers_before = worker_pids(server)
     if len(workers_before) < 2:
         raise RuntimeError(f"need a server with at least 2 workers, found {len(workers_before)}")
@@ -92,8 +104,9 @@ def worker_kill(server: LocalServer, plan: list[Request], concurrency: int = 4, 
 
     async def monitor(t0: float) -> None:
         await asyncio.sleep(before_s)
-        victim = workers_before[0]
-        state["victim"] = victim
+        held = {pid: client_connections(pid, _port(server)) for pid in workers_before}
+        victim = max(workers_before, key=lambda pid: held[pid])  # the worker serving the most connections
+        state["victim"], state["victim_connections"] = victim, held[victim]
         state["kill_at"] = time.perf_counter()
         os.kill(victim, signal.SIGKILL)
         while time.perf_counter() < t0 + before_s + after_s:
@@ -115,9 +128,12 @@ def worker_kill(server: LocalServer, plan: list[Request], concurrency: int = 4, 
     bad = [o for o in outcomes if failed(o)]
     after = [o for o in outcomes if o.started >= kill_at]
     last_failure = max((o.started + o.seconds for o in bad), default=None)
+    done = sorted([kill_at] + [o.started + o.seconds for o in after])
+    gap = max((b - a for a, b in zip(done, done[1:])), default=None)  # longest pause in answers after the kill
     return {
         "workers": len(workers_before),
         "killed_pid": state["victim"],
+        "killed_worker_connections": state["victim_connections"],
         "new_pid": state.get("new_pid"),
         "worker_back_s": round(state["respawned_at"] - kill_at, 3) if "respawned_at" in state else None,
         "requests": len(outcomes),
@@ -126,6 +142,7 @@ def worker_kill(server: LocalServer, plan: list[Request], concurrency: int = 4, 
         #: requests whose connection died with the worker before any answer, sent once more on a new connection
         "retried": sum(1 for o in outcomes if o.attempts > 1),
         "failed_kinds": sorted({f"{o.kind}:{o.status}" for o in bad}),
+        "longest_pause_after_kill_s": round(gap, 3) if gap is not None else None,
         "last_failure_after_kill_s": round(last_failure - kill_at, 3) if last_failure is not None else None,
         "server_errors_5xx": sum(1 for o in outcomes if isinstance(o.status, int) and o.status >= 500),
         "requests_per_s": round(len(outcomes) / result.wall_s, 1) if result.wall_s else 0.0,

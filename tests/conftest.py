@@ -57,9 +57,13 @@ def table_frame(table):
     return pd.DataFrame(X, columns=[f"sensor_{i}" for i in range(X.shape[1])]), y
 
 
-@pytest.fixture(scope="session")
-def example_plugin_installed() -> str:
-    """Install the third-party example plugin (tests/example_plugin) into this environment if missing."""
+def ensure_example_plugin() -> None:
+    """Install the third-party example plugin (tests/example_plugin) into this environment if missing or stale.
+
+    Runs before collection (``pytest_configure``), so the suites parametrised over the registry see its
+    detectors from the first test; the registry's caches are cleared after an install.
+    """
+    import importlib
     import importlib.metadata
     import subprocess
     import sys
@@ -75,4 +79,33 @@ def example_plugin_installed() -> str:
     if stale:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                         "--force-reinstall", str(REPO / "tests" / "example_plugin")], check=True)
+        importlib.invalidate_caches()
+        from aeguard.core import registry
+
+        registry.plugin_manager.cache_clear()
+        registry._records.cache_clear()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    ensure_example_plugin()
+
+
+@pytest.fixture(scope="session")
+def example_plugin_installed() -> str:
+    """The example plugin's simplest detector (installed before collection by :func:`ensure_example_plugin`)."""
     return "example-zscore"
+
+
+@pytest.fixture(scope="session")
+def small_ae(tmp_path_factory):
+    """One small `ae` artifact (4 features, names s0..s3) and its training frame, shared by the security and
+    fuzz tests (one fit for both)."""
+    import pandas as pd
+
+    from aeguard.core import registry
+
+    X, _ = make_table(n_inliers=120, n_outliers=6, d=4, seed=5)
+    frame = pd.DataFrame(X, columns=[f"s{i}" for i in range(4)])
+    record = registry.get("ae")
+    det = record.create(**fast_params(record.cls), random_state=0).fit(frame)
+    return det.save_artifact(tmp_path_factory.mktemp("small-ae") / "ae"), frame

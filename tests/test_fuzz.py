@@ -25,7 +25,6 @@ from aeguard.core.graphcheck import GraphError, inspect_graph
 from aeguard.datasets.loaders import load_table, load_xy
 from aeguard.serving import inputs
 from aeguard.serving.inputs import RequestError
-from conftest import fast_params, make_table
 
 EXAMPLES = int(os.environ.get("AEGUARD_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ.get("AEGUARD_FUZZ_RANDOM"),
@@ -35,13 +34,8 @@ NAMES = ["s0", "s1", "s2", "s3"]
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    from aeguard.core import registry
-
-    X, _ = make_table(n_inliers=120, n_outliers=6, d=4, seed=7)
-    record = registry.get("ae")
-    det = record.create(**fast_params(record.cls), random_state=0).fit(pd.DataFrame(X, columns=NAMES))
-    return load_artifact(det.save_artifact(tmp_path_factory.mktemp("fuzz") / "ae"))
+def model(small_ae):
+    return load_artifact(small_ae[0])
 
 
 # --- strategies ----------------------------------------------------------------------------------------
@@ -338,3 +332,23 @@ def test_random_graph_bytes_give_facts_or_a_graph_error(raw):
         inspect_graph(raw)
     except GraphError:
         pass
+
+
+def test_regressions_found_by_the_fuzzers(model, tmp_path):
+    """The cases above that failed before their fixes, as plain assertions on the messages."""
+    header = b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, 'shape': (999999999999, 4), }"
+    with pytest.raises(RequestError, match=r"header declares shape \(999999999999, 4\)"):
+        inputs.matrix_from_npy(header + b" " * 50 + b"\n", NAMES, max_rows=10**13)
+    buf = io.BytesIO()
+    np.savez(buf, X=np.ones((3, 4), dtype=np.complex64))
+    (tmp_path / "c.npz").write_bytes(buf.getvalue())
+    with pytest.raises(ValueError, match="X is not numeric"):
+        load_xy(tmp_path / "c.npz")
+    (tmp_path / "t.npz").write_bytes(buf.getvalue()[:100])
+    with pytest.raises(ValueError, match="not a readable .npz archive"):
+        load_xy(tmp_path / "t.npz")
+    manifest = json.loads((model.path / "manifest.json").read_text())
+    for edit, message in (({"calibration": {**manifest["calibration"], "min": None}}, "calibration must be"),
+                          ({"graph": {**manifest["graph"], "file": []}}, "lists no checksum")):
+        with pytest.raises(ArtifactError, match=message):
+            parse_manifest(json.dumps({**manifest, **edit}).encode())

@@ -25,7 +25,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from aeguard.core.artifact import ArtifactError, load_artifact, read_manifest, seal_manifest
-from conftest import fast_params, make_table
 
 pytest.importorskip("cryptography")
 
@@ -34,16 +33,8 @@ EDGE = [sys.executable, "-m", "aeguard.edge.cli"]
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    """One small `ae` artifact (4 features) and its training frame."""
-    from aeguard.core import registry
-
-    X, _ = make_table(n_inliers=120, n_outliers=6, d=4, seed=5)
-    frame = pd.DataFrame(X, columns=[f"s{i}" for i in range(4)])
-    record = registry.get("ae")
-    det = record.create(**fast_params(record.cls), random_state=0).fit(frame)
-    root = tmp_path_factory.mktemp("security")
-    return det.save_artifact(root / "ae"), frame
+def small(small_ae):
+    return small_ae
 
 
 @pytest.fixture()
@@ -435,6 +426,32 @@ def test_several_keys_wrong_key_logged_without_it_and_open_routes(server, small)
     assert "wrong-SECRET-4711" not in log and "old-key" not in log
 
 
+def test_fuzzed_http_requests_never_get_a_5xx(server):
+    """The request fuzzer's bodies (tests/test_fuzz.py), raw bytes and odd content types over real HTTP."""
+    import httpx
+    from hypothesis import given
+    from hypothesis import strategies as st
+    from test_fuzz import FUZZ, json_bodies
+
+    media = st.sampled_from(["application/json", "application/vnd.apache.arrow.stream", "application/x-npy",
+                             "text/csv", "multipart/form-data; boundary=x", ""])
+    bodies = st.one_of(json_bodies().map(lambda b: json.dumps(b).encode()), st.binary(max_size=300))
+    statuses = []
+    with httpx.Client(base_url=server.url, timeout=30, headers={"X-API-Key": "old-key"}) as c:
+        @FUZZ
+        @given(body=bodies, content_type=media, route=st.sampled_from(["/score", "/score_csv"]),
+               query=st.sampled_from(["", "?explain=true", "?threshold=x", "?model=%00", "?a=1&a=2"]))
+        def post(body, content_type, route, query):
+            response = c.post(route + query, content=body, headers={"content-type": content_type})
+            statuses.append(response.status_code)
+            assert response.status_code < 500, (response.status_code, response.text[:300])
+            if response.status_code >= 400:
+                assert response.json()["error"]
+
+        post()
+    assert statuses and all(s < 500 for s in statuses)
+
+
 def test_killed_worker_comes_back_and_failures_are_bounded(server):
     from aeguard.core.artifact import read_manifest
     from aeguard.serving.faults import mixed_plan, worker_kill, worker_pids
@@ -444,6 +461,8 @@ def test_killed_worker_comes_back_and_failures_are_bounded(server):
     result = worker_kill(server, plan, concurrency=4, before_s=2.0, after_s=10.0)
     assert result["server_alive"] and result["server_errors_5xx"] == 0
     assert result["worker_back_s"] is not None and result["worker_back_s"] < 10.0, result
-    assert result["failed"] <= 4, result  # at most the requests in flight on the killed worker
-    assert result["requests_after_kill"] > 100, result
+    assert result["killed_worker_connections"] >= 1, result  # the killed worker was serving the load
+    # at most the requests in flight on the killed worker fail (or, sent again on a new connection, succeed)
+    assert result["failed"] + result["retried"] <= 4, result
+    assert result["requests_after_kill"] > 100 and result["longest_pause_after_kill_s"] < 5.0, result
     assert len(worker_pids(server)) == 2

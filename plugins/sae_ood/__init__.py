@@ -1,0 +1,1 @@
+"""`sae_ood` plugin: TopK sparse autoencoder with code-space OOD scoring (SAE-feature OOD, aeguard scoring)."""
