@@ -255,13 +255,19 @@ def test_images_train_a_conv_autoencoder_with_bce_on_pixels_in_0_1():
         assert model(torch.zeros(2, int(np.prod(shape)))).shape == (2, int(np.prod(shape)))
 
 
-def test_per_class_artifact_matches_torch_runs_int8_and_aeguard_edge(tmp_path):
-    from aeguard.edge.variants import export_variant, spearman
-
+@pytest.fixture(scope="module")
+def class_artifact(tmp_path_factory):
+    """A per-class fit on a named table and its FP32 artifact."""
     X, labels = _clusters(seed=3)
     frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
     det = _fit(frame, classes=labels)
-    art = det.save_artifact(tmp_path / "art")
+    return det, det.save_artifact(tmp_path_factory.mktemp("maha") / "art"), frame
+
+
+def test_per_class_artifact_matches_torch_runs_int8_and_aeguard_edge(class_artifact, tmp_path):
+    from aeguard.edge.variants import export_variant, spearman
+
+    det, art, frame = class_artifact
     torch_out, onnx_out = det.score_output(frame), load_artifact(art).score(frame)
     np.testing.assert_allclose(onnx_out.score, torch_out.score, rtol=1e-4)
     for name in ("d_m", "recon"):
@@ -290,3 +296,24 @@ def test_per_class_artifact_matches_torch_runs_int8_and_aeguard_edge(tmp_path):
     assert list(edge.columns) == ["score", "label", "probability", "d_m", "recon", "class"]
     np.testing.assert_allclose(edge["score"], onnx_out.score, rtol=1e-5)
     np.testing.assert_array_equal(edge["class"], onnx_out.components["class"])
+
+
+def test_per_class_artifact_served_over_http_with_its_components(class_artifact):
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("bentoml")
+    from aeguard.serving.bench import LocalServer
+
+    _, art, frame = class_artifact
+    expected = load_artifact(art).score(frame.iloc[:10])
+    server = LocalServer([f"maha={art}"])
+    try:
+        server.wait_ready()
+        response = httpx.post(f"{server.url}/score", json={"rows": frame.iloc[:10].to_dict(orient="records"),
+                                                            "components": True, "explain": True}, timeout=60)
+    finally:
+        server.stop()
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    np.testing.assert_allclose([r["score"] for r in results], expected.score, rtol=1e-5)
+    assert [r["components"]["class"] for r in results] == expected.components["class"].tolist()
+    np.testing.assert_allclose([r["components"]["d_m"] for r in results], expected.components["d_m"], rtol=1e-5)

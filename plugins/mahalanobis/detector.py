@@ -153,7 +153,8 @@ class MahalanobisDetector(MSSMixin, DeepDetector):
     - ``covariance``: ``ledoit_wolf`` (default), ``empirical`` (faithful) or ``mcd``;
     - ``scale``: ``mad`` (default) or ``std`` (faithful);
     - ``class_mode``: ``auto``, ``per_class``, ``tied`` or ``none``;
-    - ``loss``: ``auto`` (BCE with a sigmoid output for image inputs in [0, 1], else MSE), ``mse`` or ``bce``;
+    - ``loss``: ``auto`` (BCE with a sigmoid output on [0, 1] pixels for images, else MSE), ``mse`` or ``bce``
+      (images only);
     - ``optimizer``: ``adam`` (default) or ``adadelta``;
     - ``terms``: ``both`` (default), or the ablations ``latent`` (``beta = 0``) and ``recon`` (``alpha = 0``);
     - ``faithful``: the paper's settings (Adadelta lr 1.0, 500 epochs, patience 20, empirical covariance, std
