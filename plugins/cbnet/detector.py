@@ -22,7 +22,7 @@ Fit, in order (``prepare`` then two training stages, as the spec orders them):
 4. stage ``convert``: g on all hard rows plus as many easy rows of the same class (cycling), target r_c, with f
    frozen (never retrained on converted inputs).
 5. scales ``1.4826 * MAD`` (or std; zero -> 1) of s_conv and s_ent on the hold-out rows (``val_fraction``, 1/6)
-   when there are any, else on the training rows.
+   when there are any, else on the training rows; s_ent's scale is at least 1 % of its maximum ln K.
 
 Outputs: ``score``, ``contrib`` (``(y - r_c*)_j^2 / s1`` plus ``s_ent / s2`` spread evenly over the features, so
 they sum to the score), ``class`` (int64: the class code of the nearest prototype, i.e. the given class code when
@@ -47,6 +47,9 @@ AUTO_RANGE = (2, 10)
 AUTO_ROWS = 5000
 #: below this best silhouette ("no substantial structure", Kaufman & Rousseeuw) "auto" uses one class
 SILHOUETTE_MIN = 0.25
+#: s_ent's scale is at least this share of its maximum ln K: where f is fully confident on most hold-out rows the
+#: MAD is ~0 (measured on wbc: 4e-8) and the few other rows' entropy noise would dominate the score
+ENTROPY_FLOOR = 0.01
 #: PCA components for the image pseudo-classes
 IMAGE_PCA = 50
 #: rows at most in the medoid search (pairwise distances)
@@ -87,13 +90,14 @@ class ClassCount(Spec):
         return value
 
 
-def robust_scale(values: np.ndarray, kind: str) -> float:
-    """``1.4826 * MAD`` (or the std) of a component on the scale rows; zero (or non-finite) -> 1."""
+def robust_scale(values: np.ndarray, kind: str, floor: float = 0.0) -> float:
+    """``1.4826 * MAD`` (or the std) of a component on the scale rows, at least ``floor``; zero -> 1."""
     values = np.asarray(values, dtype=np.float64)
     if kind == "mad":
         scale = 1.4826 * float(np.median(np.abs(values - np.median(values))))
     else:
         scale = float(np.std(values))
+    scale = max(scale, floor)
     return scale if np.isfinite(scale) and scale > 0 else 1.0
 
 
@@ -337,7 +341,9 @@ class CBNetDetector(DeepDetector):
         rows = data.z_val if data.z_val is not None else data.z_train
         model.scales.fill_(1.0)
         out = model.score_against(torch.from_numpy(rows), torch.from_numpy(rows))
-        scales = [robust_scale(out["s_conv"].numpy(), self.scale), robust_scale(out["s_ent"].numpy(), self.scale)]
+        ent_floor = float(ENTROPY_FLOOR * np.log(len(self.sub_class_)))
+        scales = [robust_scale(out["s_conv"].numpy(), self.scale),
+                  robust_scale(out["s_ent"].numpy(), self.scale, ent_floor)]
         model.scales.copy_(torch.tensor(scales, dtype=torch.float32))
         weights = {"conv+ent": (1.0, 1.0), "conv": (1.0, 0.0), "ent": (0.0, 1.0)}[self.components]
         model.weights.copy_(torch.tensor(weights, dtype=torch.float32))
