@@ -447,3 +447,22 @@ def test_benchmark_digits_suite_and_as_images_run_image_and_flat_detectors_side_
     assert set(rows["status"]) == {"ok"}, rows["status"].tolist()
     result = runner.invoke(app, [*args[:-2], "--as-images", "1x7x8"])
     assert result.exit_code != 0 and "needs 56 features per row" in str(result.exception or result.output)
+
+
+def test_mvtec_embeddings_run_as_a_tabular_suite(tmp_path):
+    """ADBench's MVTec-AD ResNet-18 features (../shared/data/embeddings/mvtec-resnet18): a folder of .npz."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from aeguard.core.cli import app
+    from conftest import REPO
+
+    folder = REPO.parent / "shared" / "data" / "embeddings" / "mvtec-resnet18"
+    if not (folder / "toothbrush.npz").is_file():
+        pytest.skip("embeddings folder ../shared/data/embeddings/mvtec-resnet18 not present")
+    result = CliRunner().invoke(app, ["benchmark", "--suite", str(folder), "--datasets", "toothbrush",
+                                      "--detectors", "knn", "--seeds", "1", "--workers", "1", "--out",
+                                      str(tmp_path / "mvtec"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    row = pd.read_csv(tmp_path / "mvtec" / "results.csv").iloc[0]
+    assert row["status"] == "ok" and row["n_fit"] + row["n_test"] == 102 and row["roc_auc"] > 0.6
