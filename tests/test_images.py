@@ -345,7 +345,8 @@ def test_http_scores_json_images_and_png_uploads_in_order_with_maps(digit_artifa
     AEDetector(**FAST, random_state=0).fit(X).save_artifact(tmp_path / "tab")
     art = load_artifact(root / "art")
     expected = art.score(test[:6])
-    srv = LocalServer([f"digits={root / 'art'}", f"tab={tmp_path / 'tab'}"], extra_args=["--max-rows", "8"])
+    srv = LocalServer([f"digits={root / 'art'}", f"tab={tmp_path / 'tab'}"],
+                      extra_args=["--max-rows", "8", "--max-body-bytes", "30000"])
     try:
         srv.wait_ready()
         with httpx.Client(base_url=srv.url, timeout=60.0) as client:
@@ -377,6 +378,8 @@ def test_http_scores_json_images_and_png_uploads_in_order_with_maps(digit_artifa
                 "too many": ([("file", (f"{i}.png", png_bytes(test[0]), "image/png")) for i in range(9)], 413,
                              "more than 8 images"),
             }
+            bad["too large"] = ([("file", ("huge.png", b"\x89PNG\r\n\x1a\n" + bytes(40000), "image/png"))], 413,
+                                "exceeds the limit of 30000 bytes")
             for what, (upload, status, message) in bad.items():
                 r = client.post("/score_images", files=upload)
                 assert r.status_code == status and message in r.json()["error"], (what, r.text)
