@@ -354,9 +354,11 @@ class DeepDetector(BaseDetector):
         return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
     def _standardize_stats(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mean = X.mean(axis=0)
-        std = X.std(axis=0, ddof=1)
-        return mean, std + 1e-5
+        """Fit-set mean and unbiased std + 1e-5; a constant column is scaled by its own magnitude
+        (:func:`aeguard.core.validation.standard_scale`), so a new value there cannot explode the score."""
+        from aeguard.core.validation import standard_scale
+
+        return standard_scale(X)
 
     def _train(self, model: nn.Module, data: FitData) -> dict[str, Any]:
         """Run the stages with Lightning; a hook so a plugin can wrap training (e.g. reuse cached weights)."""

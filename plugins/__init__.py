@@ -37,6 +37,12 @@ def aeguard_detectors() -> list[DetectorRecord]:
             description="Probabilistic AE (PRE-trained), WNLL score with mean-shift scoring (MSS-PAE)",
             modalities=("tabular", "image"), mss_compatible=True,
         ),
+        # g's target is a class prototype, not the input, so a mean-shifted target means nothing: no MSS
+        DetectorRecord(
+            name="cbnet", target="aeguard.plugins.cbnet.detector:CBNetDetector",
+            description="CBNet-style converting AE + tiny classifier: distance to the nearest prototype + entropy",
+            modalities=("tabular", "image"), accepts_classes=True, mss_compatible=False,
+        ),
         DetectorRecord(
             name="mahalanobis", target="aeguard.plugins.mahalanobis.detector:MahalanobisDetector",
             description="AE with linear latent: latent Mahalanobis distance + reconstruction error (Denouden et al.)",

@@ -109,3 +109,14 @@ def small_ae(tmp_path_factory):
     record = registry.get("ae")
     det = record.create(**fast_params(record.cls), random_state=0).fit(frame)
     return det.save_artifact(tmp_path_factory.mktemp("small-ae") / "ae"), frame
+
+
+def arrow_bytes(frame) -> bytes:
+    """An Arrow IPC stream of a DataFrame (column names = feature names), as HTTP clients send it."""
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()

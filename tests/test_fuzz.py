@@ -25,6 +25,7 @@ from aeguard.core.graphcheck import GraphError, inspect_graph
 from aeguard.datasets.loaders import load_table, load_xy
 from aeguard.serving import inputs
 from aeguard.serving.inputs import RequestError
+from conftest import arrow_bytes
 
 EXAMPLES = int(os.environ.get("AEGUARD_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ.get("AEGUARD_FUZZ_RANDOM"),
@@ -135,16 +136,6 @@ def test_npy_bodies(body):
     check_matrix(X, X.shape[0])
 
 
-def arrow(frame: pd.DataFrame) -> bytes:
-    import pyarrow as pa
-
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
 frames = st.builds(
     lambda cols, n, data: pd.DataFrame({c: data.draw(st.lists(cells.filter(lambda v: not isinstance(v, list)),
                                                               min_size=n, max_size=n)) for c in cols}),
@@ -156,7 +147,7 @@ frames = st.builds(
 def test_arrow_bodies(frame, cut):
     pytest.importorskip("pyarrow")
     try:
-        body = arrow(frame)
+        body = arrow_bytes(frame)
     except Exception:  # noqa: BLE001 - pyarrow cannot encode every mixed-type frame; not our input then
         return
     body = body if cut is None else body[:cut]
