@@ -68,7 +68,7 @@ def parse_params(items: list[str] | None) -> dict[str, str]:
 
 def read_data(path: Path, label_column: str | None = None) -> tuple[Any, Any]:
     """Features and optional labels from CSV/Parquet (named columns) or NPZ/MAT (unnamed arrays)."""
-    from aeguard.datasets.loaders import load_table
+    from aeguard.core.io import load_table
 
     if not path.exists():
         raise CLIError(f"data file not found: {path}")
@@ -253,7 +253,7 @@ def fit_cmd(
 def _table_warnings(X: Any, label_column: str | None) -> list[str]:
     if not hasattr(X, "columns"):
         return []
-    from aeguard.datasets.loaders import table_warnings
+    from aeguard.core.io import table_warnings
 
     return table_warnings(X, label_column)
 

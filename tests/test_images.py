@@ -345,7 +345,8 @@ def test_http_scores_json_images_and_png_uploads_in_order_with_maps(digit_artifa
     AEDetector(**FAST, random_state=0).fit(X).save_artifact(tmp_path / "tab")
     art = load_artifact(root / "art")
     expected = art.score(test[:6])
-    srv = LocalServer([f"digits={root / 'art'}", f"tab={tmp_path / 'tab'}"], extra_args=["--max-rows", "8"])
+    srv = LocalServer([f"digits={root / 'art'}", f"tab={tmp_path / 'tab'}"],
+                      extra_args=["--max-rows", "8", "--max-body-bytes", "30000"])
     try:
         srv.wait_ready()
         with httpx.Client(base_url=srv.url, timeout=60.0) as client:
@@ -377,6 +378,8 @@ def test_http_scores_json_images_and_png_uploads_in_order_with_maps(digit_artifa
                 "too many": ([("file", (f"{i}.png", png_bytes(test[0]), "image/png")) for i in range(9)], 413,
                              "more than 8 images"),
             }
+            bad["too large"] = ([("file", ("huge.png", b"\x89PNG\r\n\x1a\n" + bytes(40000), "image/png"))], 413,
+                                "exceeds the limit of 30000 bytes")
             for what, (upload, status, message) in bad.items():
                 r = client.post("/score_images", files=upload)
                 assert r.status_code == status and message in r.json()["error"], (what, r.text)
@@ -447,3 +450,22 @@ def test_benchmark_digits_suite_and_as_images_run_image_and_flat_detectors_side_
     assert set(rows["status"]) == {"ok"}, rows["status"].tolist()
     result = runner.invoke(app, [*args[:-2], "--as-images", "1x7x8"])
     assert result.exit_code != 0 and "needs 56 features per row" in str(result.exception or result.output)
+
+
+def test_mvtec_embeddings_run_as_a_tabular_suite(tmp_path):
+    """ADBench's MVTec-AD ResNet-18 features (../shared/data/embeddings/mvtec-resnet18): a folder of .npz."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from aeguard.core.cli import app
+    from conftest import REPO
+
+    folder = REPO.parent / "shared" / "data" / "embeddings" / "mvtec-resnet18"
+    if not (folder / "toothbrush.npz").is_file():
+        pytest.skip("embeddings folder ../shared/data/embeddings/mvtec-resnet18 not present")
+    result = CliRunner().invoke(app, ["benchmark", "--suite", str(folder), "--datasets", "toothbrush",
+                                      "--detectors", "knn", "--seeds", "1", "--workers", "1", "--out",
+                                      str(tmp_path / "mvtec"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    row = pd.read_csv(tmp_path / "mvtec" / "results.csv").iloc[0]
+    assert row["status"] == "ok" and row["n_fit"] + row["n_test"] == 102 and row["roc_auc"] > 0.6
