@@ -382,7 +382,8 @@ def _run_section(report: Report, frame: pd.DataFrame, run: dict[str, Any], detec
 #: what each ``scaling`` value feeds a baseline, for the report
 _SCALING_TEXT = {
     "standard": "fit-split standardized features, (x - mean) / (std + 1e-5) with the fit split's mean and "
-                "unbiased std (the rule every aeguard detector applies inside its graph)",
+                "unbiased std, a column constant on the fit split divided by its own magnitude max(|value|, 1) "
+                "(core.validation.standard_scale: the rule every aeguard detector applies inside its graph)",
     "minmax": "fit-split min-max scaled features, (x - min) / (max - min) (ADBench's MinMaxScaler; a constant "
               "column's range is 1)",
     "none": "the raw features (no scaling)",
