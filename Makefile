@@ -66,7 +66,7 @@ BENCH_OUT ?= runs/serving-bench.jsonl
 .PHONY: serve bento bench-serve test-serving
 
 $(SERVE_ARTIFACT): | $(VENV)/.test-installed
-	$(VENV)/bin/aeguard demo -o $(SERVE_ARTIFACT)
+	$(VENV)/bin/aeguard demo --detector ae -o $(SERVE_ARTIFACT)
 
 serve: $(VENV)/.test-installed $(SERVE_ARTIFACT)
 	$(VENV)/bin/aeguard serve $(SERVE_ARTIFACT)
@@ -116,11 +116,11 @@ fuzz: $(VENV)/.test-installed
 	AEGUARD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) AEGUARD_FUZZ_RANDOM=1 $(PY) -m pytest -q -p no:cacheprovider \
 		tests/test_fuzz.py --hypothesis-show-statistics
 
-# coverage-guided (atheris/libFuzzer), bounded: ATHERIS_RUNS inputs over the loaders and parsers
+# coverage-guided (atheris/libFuzzer), bounded: ATHERIS_RUNS inputs or 10 minutes over the loaders and parsers
 ATHERIS_RUNS ?= 200000
 fuzz-atheris: $(VENV)/.test-installed
 	$(PIP) install atheris
-	$(PY) tests/fuzz/atheris_loaders.py -runs=$(ATHERIS_RUNS) -max_len=4096 -rss_limit_mb=2048
+	$(PY) tests/fuzz/atheris_loaders.py -runs=$(ATHERIS_RUNS) -max_len=4096 -rss_limit_mb=2048 -max_total_time=600
 
 test-security: $(VENV)/.test-installed
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_security.py tests/test_fuzz.py

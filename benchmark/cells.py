@@ -42,6 +42,9 @@ class Cell:
     threads: int | None = None
     #: every spec of the run, warmed up once per worker process before its first cell (see :func:`warm_up`)
     warmup: tuple[str, ...] = ()
+    #: image suites: (C, H, W) of the rows and their pixel range, for detectors that take images
+    image_shape: tuple[int, ...] | None = None
+    pixel_range: tuple[float, float] | None = None
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -73,16 +76,26 @@ def error_status(exc: BaseException) -> str:
 def _run(cell: Cell, row: dict[str, Any]) -> None:
     from aeguard.core.metrics import average_precision, roc_auc
 
-    X, y = load_labelled(cell.source, cell.data_dir)
-    classes = load_classes(cell.source)
+    from .images import digits_task, is_digits_source
+
+    split = None
+    if is_digits_source(cell.source):  # the one-class protocol of the digits suite (benchmark/images.py)
+        X, y, *split = digits_task(cell.source, cell.seed)
+        classes = None
+    else:
+        X, y = load_labelled(cell.source, cell.data_dir)
+        classes = load_classes(cell.source)
     detector = build_detector(cell.detector, cell.seed)
     _limit_torch(cell.threads)
     with PeakRSS() as memory:
-        fit_idx, test_idx = split_indices(y, cell.seed, fit_cap=cell.fit_cap)
+        fit_idx, test_idx = split or split_indices(y, cell.seed, fit_cap=cell.fit_cap)
         X_fit, X_test, y_test = X[fit_idx], X[test_idx], y[test_idx]
         row["n_fit"], row["n_test"] = len(X_fit), len(X_test)
         # no outlier labels: the protocol never shows y to a detector; class labels only to those that model them
         extra = {"classes": classes[fit_idx]} if classes is not None and type(detector).accepts_classes else {}
+        if cell.image_shape is not None and "image" in type(detector).modalities:  # the rest get flat pixels
+            X_fit, X_test = as_images(X_fit, cell.image_shape), as_images(X_test, cell.image_shape)
+            extra["pixel_range"] = cell.pixel_range
         start = time.perf_counter()
         detector.fit(X_fit, **extra)
         row["fit_seconds"] = time.perf_counter() - start
@@ -94,6 +107,14 @@ def _run(cell: Cell, row: dict[str, Any]) -> None:
         raise ValueError(f"detector returned {np.sum(~np.isfinite(scores))} non-finite or misshapen scores")
     row["roc_auc"] = roc_auc(y_test, scores)
     row["ap"] = average_precision(y_test, scores)
+
+
+def as_images(X: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Flat rows as (N, C, H, W) images (C-order: channel, then row, then column)."""
+    if X.shape[1] != int(np.prod(shape)):
+        raise ValueError(f"--as-images {'x'.join(map(str, shape))} needs {int(np.prod(shape))} features per row, "
+                         f"the data has {X.shape[1]}")
+    return X.reshape(len(X), *shape)
 
 
 _WARMED: set[str] = set()

@@ -14,8 +14,13 @@ import typer
 
 
 def benchmark_cmd(
-    suite: str = typer.Option("odds", "--suite", help="'odds' (registered ODDS datasets) or a folder of .npz "
+    suite: str = typer.Option("odds", "--suite", help="'odds' (registered ODDS datasets), 'digits' (scikit-learn's "
+                              "8x8 digits as 1x8x8 images, one-class protocol: 10 tasks) or a folder of .npz "
                               "files (X, y with 1 = outlier)."),
+    as_images: str = typer.Option(None, "--as-images", help="Hand image-capable detectors each row as a CxHxW "
+                                  "image (e.g. 1x8x8 for optdigits); the others get the flat rows."),
+    pixel_range: str = typer.Option(None, "--pixel-range", help="With --as-images: LOW,HIGH of the pixel values "
+                                    "(default 0,1; optdigits: 0,16)."),
     detectors: str = typer.Option("all", "--detectors", help="Comma-separated specs: ae, iforest, "
                                   "apre(mss=false,alpha=1); 'baselines' = the 8 PyOD baselines, 'all' = every "
                                   "registered detector."),
@@ -45,7 +50,8 @@ def benchmark_cmd(
                                          "non-default value is part of the row's name, e.g. ocsvm(scaling=none)."),
     report_only: bool = typer.Option(False, "--report-only", help="Only rebuild the report from OUT/results.csv."),
     report_to: Path = typer.Option(None, "--report-to", help="Also write the Markdown report to this path, with "
-                                   "its figures in figures/ next to it (e.g. docs/benchmarks/odds.md)."),
+                                   "its figures in figures/ next to it (figures/<page>/ for pages other than "
+                                   "odds.md; e.g. docs/benchmarks/odds.md)."),
     with_: list[Path] = typer.Option(None, "--with", help="Also rank the detectors of another run on the same "
                                      "protocol: its folder, its results.csv, or (when only that is left) a report "
                                      "page `aeguard benchmark` wrote (per-dataset mean ± std). Repeatable; a "
@@ -73,6 +79,16 @@ def benchmark_cmd(
     names = [n.strip() for n in datasets.split(",") if n.strip()] if datasets else None
     specs = expand_detectors(detectors)
     chosen = resolve_suite(suite, data_dir, names)
+    if as_images is not None or pixel_range is not None:
+        from aeguard.core.validation import check_pixel_range
+
+        from .images import parse_image_shape
+        from .runner import as_image_suite
+
+        if as_images is None:
+            raise typer.BadParameter("--pixel-range needs --as-images (or --suite digits, whose range is 0,16)")
+        chosen = as_image_suite(chosen, parse_image_shape(as_images),
+                                check_pixel_range(pixel_range) if pixel_range else None)
     if chosen.missing:
         typer.echo(f"not in {chosen.data_dir}, skipped: {', '.join(chosen.missing)}", err=True)
     protocol = "paper-protocol" if paper_protocol else protocol
@@ -118,9 +134,15 @@ def _reports(out: Path, report_to: Path | None, merge: list[Path] | None = None,
 
     written = build_report(out, merge=merge, merge_detectors=merge_detectors)
     if report_to is not None:
-        written += build_report(out, md_path=report_to, fig_dir=Path(report_to).parent / "figures", write_html=False,
+        written += build_report(out, md_path=report_to, fig_dir=figure_dir(Path(report_to)), write_html=False,
                                 merge=merge, merge_detectors=merge_detectors)
     return written
+
+
+def figure_dir(page: Path) -> Path:
+    """Where a ``--report-to`` page's figures go: ``figures/`` beside ``odds.md`` (the first page, whose links
+    predate the others), ``figures/<page>/`` beside any other page, so two pages never overwrite each other's."""
+    return page.parent / "figures" if page.stem == "odds" else page.parent / "figures" / page.stem
 
 
 def register(app: typer.Typer) -> None:

@@ -327,6 +327,17 @@ def compose(frame: pd.DataFrame, run: dict[str, Any], fig_dir: Path, base_dir: P
     return report
 
 
+def _protocol_text(run: dict[str, Any] | None) -> str:
+    if (run or {}).get("protocol", {}).get("one_class"):
+        return ("Protocol: one-class (benchmark/images.py): per task (digit c) and seed every class is split "
+                "60/40 with that seed; the fit split is the 60 % of class c (clean), the test split the other 40 % "
+                "of class c (normal) plus 40 % of every other class (anomalies); no outlier label is used for any "
+                "choice; all detectors see the same splits.")
+    return ("Protocol: stratified 60 % fit / 40 % test split per seed (the seed also sets every detector's "
+            "initialisation and subsampling), fit split capped at 20,000 rows, test split kept whole; no outlier "
+            "label is used for any choice; all detectors see the same splits.")
+
+
 def _run_section(report: Report, frame: pd.DataFrame, run: dict[str, Any], detectors: list[str],
                  datasets: list[str], ours: list[str], baselines: list[str], merged: list[str]) -> None:
     own = frame[frame["source"] == 0]
@@ -339,10 +350,14 @@ def _run_section(report: Report, frame: pd.DataFrame, run: dict[str, Any], detec
         f"PyOD baselines (PyOD defaults): {', '.join(f'`{d}`' for d in baselines) or 'none'}.",
         f"Seeds: {', '.join(map(str, seeds))}. Cells: {len(own)} in results.csv, {n_ok} ok, "
         f"{len(own) - n_ok} failed.",
-        "Protocol: stratified 60 % fit / 40 % test split per seed (the seed also sets every detector's "
-        "initialisation and subsampling), fit split capped at 20,000 rows, test split kept whole; no outlier "
-        "label is used for any choice; all detectors see the same splits.",
+        _protocol_text(run),
     ]
+    images = (run or {}).get("images")
+    if images:
+        items.append(f"Images: each row is a {'x'.join(map(str, images['shape']))} (C x H x W) image with pixel range "
+                     f"{images['pixel_range']}; detectors whose class lists 'image' in `modalities` get (N, C, H, W) "
+                     "images (pixels scaled to [0, 1], standardized per channel in their graph), the others the "
+                     "same pixels flattened, on the same splits.")
     if baselines:
         items.append(_scaling_text(baselines, run))
         if any(parse_detector_spec(b)[1] == "ocsvm" for b in baselines):
@@ -367,7 +382,8 @@ def _run_section(report: Report, frame: pd.DataFrame, run: dict[str, Any], detec
 #: what each ``scaling`` value feeds a baseline, for the report
 _SCALING_TEXT = {
     "standard": "fit-split standardized features, (x - mean) / (std + 1e-5) with the fit split's mean and "
-                "unbiased std (the rule every aeguard detector applies inside its graph)",
+                "unbiased std, a column constant on the fit split divided by its own magnitude max(|value|, 1) "
+                "(core.validation.standard_scale: the rule every aeguard detector applies inside its graph)",
     "minmax": "fit-split min-max scaled features, (x - min) / (max - min) (ADBench's MinMaxScaler; a constant "
               "column's range is 1)",
     "none": "the raw features (no scaling)",

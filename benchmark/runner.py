@@ -24,6 +24,7 @@ import numpy as np
 
 from .backends import BACKENDS, run_cells
 from .cells import OK, Cell, check_specs
+from .images import DIGITS_RANGE, DIGITS_SHAPE, DIGITS_SOURCE, DIGITS_SUITE
 from .protocol import (
     FIT_CAP,
     SCALING_PARAM,
@@ -58,6 +59,9 @@ class Suite:
     missing: list[str] = field(default_factory=list)
     data_dir: str | None = None
     kind: str = ODDS_SUITE
+    #: image suites (digits, --as-images): (C, H, W) of a row and the pixel range (benchmark/images.py)
+    image_shape: tuple[int, ...] | None = None
+    pixel_range: tuple[float, float] | None = None
 
 
 @dataclass
@@ -83,6 +87,8 @@ def resolve_suite(suite: str, data_dir: str | Path | None = None, names: list[st
     """
     if suite == ODDS_SUITE:
         return _odds_suite(data_dir, names)
+    if suite == DIGITS_SUITE:
+        return _digits_suite(names)
     folder = Path(suite).expanduser()
     if not folder.is_dir():
         raise ValueError(f"--suite must be 'odds' or a folder of .npz files; {suite!r} is neither")
@@ -92,6 +98,25 @@ def resolve_suite(suite: str, data_dir: str | Path | None = None, names: list[st
     chosen = _select(files, names, f"in {folder}")
     return Suite([_entry(name, str(files[name].resolve()), files[name]) for name in chosen], [], None,
                  kind=str(folder.resolve()))
+
+
+def _digits_suite(names: list[str] | None) -> Suite:
+    """Ten one-class tasks ``digit0`` .. ``digit9`` on scikit-learn's bundled digits (benchmark/images.py)."""
+    tasks = {f"digit{c}": f"{DIGITS_SOURCE}{c}" for c in range(10)}
+    chosen = _select(tasks, names, "in the digits suite")
+    return Suite([DatasetEntry(name, tasks[name], 1797, 64) for name in chosen], [], None, kind=DIGITS_SUITE,
+                 image_shape=DIGITS_SHAPE, pixel_range=DIGITS_RANGE)
+
+
+def as_image_suite(suite: Suite, shape: tuple[int, ...], pixel_range: tuple[float, float] | None) -> Suite:
+    """``suite`` with its rows handed to image-capable detectors as ``shape`` images (``--as-images``)."""
+    width = int(np.prod(shape))
+    wrong = [f"{e.name} ({e.d})" for e in suite.datasets if e.d and e.d != width]
+    if wrong:
+        raise ValueError(f"--as-images {'x'.join(map(str, shape))} needs {width} features per row; these datasets "
+                         f"have other widths: {', '.join(wrong)}")
+    suite.image_shape, suite.pixel_range = tuple(shape), pixel_range
+    return suite
 
 
 def _odds_suite(data_dir: str | Path | None, names: list[str] | None) -> Suite:
@@ -150,7 +175,8 @@ def plan_cells(suite: Suite, detectors: list[str], seeds: int, threads: int | No
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
     ordered = sorted(suite.datasets, key=lambda e: (-cell_cost(e, fit_cap), e.name))
     return [Cell(dataset=e.name, source=e.source, detector=spec, seed=seed, data_dir=suite.data_dir,
-                 fit_cap=fit_cap, threads=threads, warmup=tuple(detectors))
+                 fit_cap=fit_cap, threads=threads, warmup=tuple(detectors), image_shape=suite.image_shape,
+                 pixel_range=suite.pixel_range)
             for e in ordered for spec in detectors for seed in range(seeds)]
 
 
@@ -353,7 +379,12 @@ def _run_record(suite: Suite, detectors: list[str], seeds: int, workers: int, ba
         "missing_datasets": suite.missing,
         "detectors": detectors,
         "seeds": list(range(seeds)),
-        "protocol": {"test_size": TEST_SIZE, "stratified": True, "fit_cap": FIT_CAP, "labels_used": False},
+        "protocol": ({"one_class": True, "fit": "60 % of the normal class", "test": "40 % of every class",
+                      "labels_used": False} if suite.kind == DIGITS_SUITE else
+                     {"test_size": TEST_SIZE, "stratified": True, "fit_cap": FIT_CAP, "labels_used": False}),
+        "images": ({"shape": list(suite.image_shape), "pixel_range": list(suite.pixel_range or (0.0, 1.0)),
+                    "image_detectors": "detectors whose class lists 'image' in modalities; the rest get flat rows"}
+                   if suite.image_shape is not None else None),
         "backend": backend,
         "scheduler": (scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")) if backend == "dask" else scheduler,
         "workers": workers,

@@ -7,7 +7,11 @@ Layout of an artifact folder::
                     training fingerprint, library versions, sha256 of every file
 
 Loading checks the format version and every checksum before onnxruntime sees a byte, and checks that the
-graph's input shape and outputs agree with the manifest. Nothing is ever pickled.
+graph's input shape and outputs agree with the manifest. Nothing is ever pickled. The folder is untrusted
+input (docs/security.md): plain file names that stay inside it (symlinks included), size caps, a strict schema
+for the fields the loader reads (unknown keys refused in ``features``, ``input`` and ``files`` entries), the
+graph checks of :mod:`aeguard.core.graphcheck`, optional Ed25519 signatures (:mod:`aeguard.core.signing`), and
+onnxruntime gets the very bytes that were hashed and checked.
 
 Format version 2 added the ``input`` block (``modality`` "tabular" or "image", the shape of one row: ``[d]``
 or ``[C, H, W]``, and the pixel range of images); image graphs take ``(batch, C, H, W)`` raw pixels and

@@ -68,7 +68,7 @@ def parse_params(items: list[str] | None) -> dict[str, str]:
 
 def read_data(path: Path, label_column: str | None = None) -> tuple[Any, Any]:
     """Features and optional labels from CSV/Parquet (named columns) or NPZ/MAT (unnamed arrays)."""
-    from aeguard.datasets.loaders import load_table
+    from aeguard.core.io import load_table
 
     if not path.exists():
         raise CLIError(f"data file not found: {path}")
@@ -105,12 +105,31 @@ def _float(value: str, flag: str) -> float:
         raise CLIError(f"{flag} must be a number, got {value!r}") from None
 
 
+def detectors_markdown(records: list[Any]) -> str:
+    """The Markdown detector table of the README (generated, so it cannot drift from the registry)."""
+    lines = ["| name | modalities | exports ONNX | classes | mean-shift scoring | description |",
+             "|---|---|---|---|---|---|"]
+    for r in records:
+        lines.append(f"| `{r.name}` | {', '.join(r.modalities)} | {'yes' if r.exports_onnx else 'no'} | "
+                     f"{'yes' if getattr(r, 'accepts_classes', False) else 'no'} | "
+                     f"{'yes' if r.mss_compatible else 'no'} | {r.description} |")
+    return "\n".join(lines) + "\n"
+
+
 @app.command("detectors")
-def detectors_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON records.")) -> None:
+def detectors_cmd(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON records."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table (the README's)."),
+    plugin: str = typer.Option(None, "--plugin", help="Only the detectors of this plugin (e.g. builtin).",
+                               show_default="all"),
+) -> None:
     """List registered detectors (built-in and third-party plugins)."""
     from aeguard.core import registry
 
-    records = registry.detectors()
+    records = {n: r for n, r in registry.detectors().items() if plugin is None or r.plugin == plugin}
+    if markdown:
+        print(detectors_markdown(list(records.values())), end="")
+        return
     if as_json:
         print(json.dumps([r.to_dict() for r in records.values()], indent=2))
         return
@@ -234,7 +253,7 @@ def fit_cmd(
 def _table_warnings(X: Any, label_column: str | None) -> list[str]:
     if not hasattr(X, "columns"):
         return []
-    from aeguard.datasets.loaders import table_warnings
+    from aeguard.core.io import table_warnings
 
     return table_warnings(X, label_column)
 

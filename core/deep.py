@@ -198,10 +198,13 @@ class ImageStandardize(nn.Module):
 
     @staticmethod
     def statistics(X: np.ndarray, pixel_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel mean and scale (ddof=1 std + 1e-5, as :class:`Standardize`) of [0, 1]-scaled pixels."""
+        """Per-channel mean and scale of [0, 1]-scaled pixels: ddof=1 std + 1e-5; a channel that is constant over
+        the whole fit set gets scale ``max(|mean|, 1)`` (as tables' constant columns do, see
+        :func:`aeguard.core.validation.standard_scale`)."""
         lo, hi = pixel_range
         x01 = (X - lo) / (hi - lo)
-        return x01.mean(axis=(0, 2, 3)), x01.std(axis=(0, 2, 3), ddof=1) + 1e-5
+        mean, std = x01.mean(axis=(0, 2, 3)), x01.std(axis=(0, 2, 3), ddof=1)
+        return mean, np.where(std == 0, np.maximum(np.abs(mean), 1.0), std + 1e-5)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """The same map in numpy float64 (the fit rows the plugin trains on), then float32."""
@@ -351,9 +354,11 @@ class DeepDetector(BaseDetector):
         return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
     def _standardize_stats(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mean = X.mean(axis=0)
-        std = X.std(axis=0, ddof=1)
-        return mean, std + 1e-5
+        """Fit-set mean and unbiased std + 1e-5; a constant column is scaled by its own magnitude
+        (:func:`aeguard.core.validation.standard_scale`), so a new value there cannot explode the score."""
+        from aeguard.core.validation import standard_scale
+
+        return standard_scale(X)
 
     def _train(self, model: nn.Module, data: FitData) -> dict[str, Any]:
         """Run the stages with Lightning; a hook so a plugin can wrap training (e.g. reuse cached weights)."""

@@ -51,13 +51,21 @@ def is_image_source(path: str | Path) -> bool:
     return False
 
 
-def decode_png(data: bytes, name: str = "image") -> np.ndarray:
-    """One PNG's bytes as a uint8 (C, H, W) array; anything but a readable 8-bit gray/RGB PNG is refused."""
+def decode_png(data: bytes, name: str = "image", size: tuple[int, int] | None = None) -> np.ndarray:
+    """One PNG's bytes as a uint8 (C, H, W) array; anything but a readable 8-bit gray/RGB PNG is refused.
+
+    ``size`` (width, height): refuse another size from the header, before any pixel is decoded (so an upload
+    cannot make the server decode a huge image)."""
     if not data.startswith(PNG_SIGNATURE):
         raise ImageFileError(f"{name}: not a PNG file (no PNG signature)")
     Image = _pillow()
     try:
         with Image.open(io.BytesIO(data)) as img:
+            if img.format != "PNG":
+                raise ImageFileError(f"{name}: not a PNG file ({img.format})")
+            if size is not None and tuple(img.size) != tuple(size):
+                raise ImageFileError(f"{name}: image is {img.size[0]}x{img.size[1]}, this model takes "
+                                     f"{size[0]}x{size[1]} images")
             img.load()
             mode = img.mode
             if mode not in _MODES:

@@ -90,5 +90,9 @@ def _print_table(rows: list[dict], folder: Path) -> None:
 
 
 def register(main: typer.Typer) -> None:
-    """Add ``aeguard datasets list|fetch`` to the aeguard CLI (entry point ``aeguard.commands``)."""
+    """Add ``aeguard datasets list|fetch`` and ``aeguard demo`` to the aeguard CLI (entry point
+    ``aeguard.commands``)."""
+    from .demo import demo
+
     main.add_typer(app, name="datasets")
+    main.command("demo")(demo)

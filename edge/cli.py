@@ -63,7 +63,7 @@ def load(path: str | Path, device: str = "auto", threads: int | None = None,
 
 def read_rows(path: Path, label_column: str | None = None) -> Any:
     """CSV/Parquet as a named frame (matched to the features by name), NPZ/MAT as an array (by width)."""
-    from aeguard.datasets.loaders import load_table
+    from aeguard.core.io import load_table
 
     if not path.exists():
         raise EdgeError(f"data file not found: {path}")

@@ -37,6 +37,24 @@ def aeguard_detectors() -> list[DetectorRecord]:
             description="Probabilistic AE (PRE-trained), WNLL score with mean-shift scoring (MSS-PAE)",
             modalities=("tabular", "image"), mss_compatible=True,
         ),
+        # g's target is a class prototype, not the input, so a mean-shifted target means nothing: no MSS
+        DetectorRecord(
+            name="cbnet", target="aeguard.plugins.cbnet.detector:CBNetDetector",
+            description="CBNet-style converting AE + tiny classifier: distance to the nearest prototype + entropy",
+            modalities=("tabular", "image"), accepts_classes=True, mss_compatible=False,
+        ),
+        DetectorRecord(
+            name="mahalanobis", target="aeguard.plugins.mahalanobis.detector:MahalanobisDetector",
+            description="AE with linear latent: latent Mahalanobis distance + reconstruction error (Denouden et al.)",
+            modalities=("tabular", "image"), accepts_classes=True, mss_compatible=True,
+            fixed_params=(("mss", False),),  # mean-shift scoring is the `mahalanobis+mss` record
+        ),
+        DetectorRecord(
+            name="mahalanobis+mss", target="aeguard.plugins.mahalanobis.detector:MahalanobisDetector",
+            description="mahalanobis with its reconstruction term scored against the kNN mean-shifted input",
+            modalities=("tabular", "image"), accepts_classes=True, mss_compatible=True,
+            fixed_params=(("mss", True),),
+        ),
         DetectorRecord(
             name="sae_ood", target="aeguard.plugins.sae_ood.detector:SAEOODDetector",
             description="SAE-feature OOD (aeguard scoring)",

@@ -32,6 +32,7 @@ from aeguard.core.artifact import ArtifactError
 from aeguard.core.base import BaseDetector, ScoreOutput
 from aeguard.core.params import Choice, Int, Spec
 from aeguard.core.reference import ReferenceDraw, draw_reference
+from aeguard.core.validation import standard_scale
 from aeguard.plugins import PYOD_BASELINES as BASELINES
 
 
@@ -59,8 +60,9 @@ SCALINGS = ("standard", "minmax", "none")
 def scaling_stats(X: np.ndarray, scaling: str) -> tuple[np.ndarray, np.ndarray]:
     """``(center, scale)`` of the fit set, float64, so that the model sees ``(X - center) / scale``.
 
-    - ``standard``: mean and unbiased std ``+ 1e-5`` (exactly the rule of ``DeepDetector._standardize_stats`` and
-      the specs' "Data and preprocessing", so baselines and aeguard detectors see the same input);
+    - ``standard``: mean and unbiased std ``+ 1e-5``, a constant column scaled by its own magnitude (exactly
+      ``aeguard.core.validation.standard_scale``, the rule of ``DeepDetector._standardize_stats`` and the specs'
+      "Data and preprocessing", so baselines and aeguard detectors see the same input);
     - ``minmax``: min and ``max - min``, a constant column's range replaced by 1, as ADBench's
       ``MinMaxScaler().fit(X_train)`` (scikit-learn sets a range below ``10 * eps`` to 1); new rows may fall
       outside [0, 1];
@@ -68,7 +70,7 @@ def scaling_stats(X: np.ndarray, scaling: str) -> tuple[np.ndarray, np.ndarray]:
     """
     X = np.asarray(X, dtype=np.float64)
     if scaling == "standard":
-        return X.mean(axis=0), X.std(axis=0, ddof=1) + 1e-5
+        return standard_scale(X)
     if scaling == "minmax":
         low = X.min(axis=0)
         width = X.max(axis=0) - low

@@ -125,7 +125,7 @@ class Gate:
 
     def __init__(self, app: Any, *, api_key: str | None, max_body_bytes: int, api_keys: tuple[str, ...] = (),
                  hot_routes: Mapping[str, Any] | None = None,
-                 protected: tuple[str, ...] = ("/score", "/score_csv", "/models"),
+                 protected: tuple[str, ...] = ("/score", "/score_csv", "/score_images", "/models"),
                  scoring: dict[str, tuple[str, ...]] | None = None,
                  openapi: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.app = app
@@ -135,7 +135,8 @@ class Gate:
         self.max_body_bytes = max_body_bytes
         self.hot_routes = dict(hot_routes or {})
         self.protected = protected
-        self.scoring = scoring if scoring is not None else {"/score": SCORE_TYPES, "/score_csv": (MULTIPART,)}
+        self.scoring = scoring if scoring is not None else {"/score": SCORE_TYPES, "/score_csv": (MULTIPART,),
+                                                            "/score_images": (MULTIPART,)}
         self.openapi = openapi
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -179,15 +180,15 @@ class Gate:
         except BodyTooLarge:
             await send_json(send, 413, self._too_large(None))
             return
+        hot = self.hot_routes.get(scope["path"])
+        if hot is not None:  # parses its own body (/score_images reads its multipart form itself)
+            await hot(scope, body, send)
+            return
         if media == MULTIPART:
             problem = await _multipart_problem(scope, body)
             if problem:
                 await send_json(send, 400, {"error": problem})
                 return
-        hot = self.hot_routes.get(scope["path"])
-        if hot is not None:
-            await hot(scope, body, send)
-            return
         await self.app(scope, _replay(body, receive), _rewriting_send(send, _normalise, lambda s: 400 <= s < 500))
 
     def _extend_spec(self, body: bytes) -> bytes:

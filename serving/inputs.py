@@ -31,10 +31,11 @@ JSON_MEDIA = "application/json"
 ARROW_MEDIA = "application/vnd.apache.arrow.stream"
 NPY_MEDIA = "application/x-npy"
 #: the request-body forms of ``POST /score`` (one of them per request)
-DATA_FIELDS = ("rows", "columns", "features", "values")
+DATA_FIELDS = ("rows", "columns", "features", "values", "images")
 OPTION_FIELDS = ("explain", "components", "threshold", "contamination", "model")
 FORMS_HINT = ("give exactly one of 'rows' (a list of records or value lists), 'columns' (feature -> list of "
-              "values) or 'features' + 'values' (feature names and value lists in that order)")
+              "values), 'features' + 'values' (feature names and value lists in that order) or, for image "
+              "models, 'images' (nested C x H x W or H x W lists)")
 
 
 class RequestError(ValueError):
@@ -481,3 +482,102 @@ def _in_float32(X: np.ndarray, names: Sequence[str]) -> np.ndarray:
         return check_float32_range(X, list(names))
     except ValueError as exc:
         raise RequestError(str(exc)) from None
+
+
+# --- images ----------------------------------------------------------------------------------------------
+# ``{"images": [...]}`` bodies of ``POST /score`` and the PNG uploads of ``POST /score_images``, for artifacts
+# whose manifest says ``modality: image``; checked with core's image rules (shape, pixel range, finite).
+
+
+def batch_from_json(data: Mapping[str, Any], artifact: Any, max_rows: int) -> np.ndarray:
+    """The data fields of a JSON body for this artifact: images for image models, tables for the others."""
+    if "images" in data:
+        if len(data) > 1:
+            raise RequestError("'images' comes alone: do not mix it with 'rows', 'columns' or 'features'")
+        if artifact.image_shape is None:
+            raise RequestError(f"this model takes tables of {artifact.n_features_in_} features, not images; "
+                               "send 'rows', 'columns' or 'features' + 'values'")
+        return images_from_json(data["images"], artifact, max_rows)
+    if artifact.image_shape is not None and data:
+        raise RequestError(f"this model takes {_shape_text(artifact.image_shape)} images: send "
+                           "{\"images\": [...]} (nested C x H x W or H x W lists) or PNG files to POST /score_images")
+    return matrix_from_json(data, artifact.feature_names, max_rows)
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    c, h, w = shape
+    return f"{c}x{h}x{w} (C x H x W)"
+
+
+def _check_images(X: Any, artifact: Any) -> np.ndarray:
+    from aeguard.core.validation import check_images
+
+    try:
+        return check_images(X, pixel_range=artifact.pixel_range, image_shape=artifact.image_shape,
+                            owner="this model")[0]
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
+
+
+def images_from_json(images: Any, artifact: Any, max_rows: int) -> np.ndarray:
+    """``images``: one nested list per image, C x H x W (or H x W for one channel), numbers only."""
+    if not isinstance(images, list):
+        raise RequestError("images: Input should be a list of images (nested lists of numbers)")
+    _check_rows_limit(len(images), max_rows)
+    try:
+        arr = np.array(images)
+    except (ValueError, TypeError, OverflowError):
+        arr = None
+    if arr is None or arr.dtype.kind not in "iuf" or arr.ndim not in (3, 4):
+        for i, image in enumerate(images):
+            try:
+                one = np.array(image)
+            except (ValueError, TypeError, OverflowError):
+                one = None
+            if one is None or one.dtype.kind not in "iuf":
+                raise RequestError(f"images[{i}]: every pixel must be a number, in equal-length nested lists")
+        raise RequestError(f"images: every image must be C x H x W or H x W of one shape; this model takes "
+                           f"{_shape_text(artifact.image_shape)}")
+    if _has_boolean(arr, images):
+        raise RequestError("images: pixels must be numbers, not true/false")
+    return _check_images(arr, artifact)
+
+
+def _has_boolean(arr: np.ndarray, values: Any) -> bool:
+    """Whether a JSON ``true``/``false`` became a 1/0 of ``arr``: only cells equal to 0 or 1 are looked at."""
+    candidates = np.argwhere((arr == 0) | (arr == 1))
+    for index in candidates.tolist():
+        cell = values
+        for i in index:
+            cell = cell[i]
+        if type(cell) is bool:
+            return True
+    return False
+
+
+def images_from_pngs(files: Sequence[tuple[str, bytes]], artifact: Any, max_rows: int) -> np.ndarray:
+    """Uploaded PNG files (name, bytes), in upload order, as one batch for this image artifact."""
+    from aeguard.core.images import ImageFileError, decode_png
+
+    if artifact.image_shape is None:
+        raise RequestError(f"this model takes tables of {artifact.n_features_in_} features, not images; use "
+                           "POST /score or /score_csv")
+    if not files:
+        raise RequestError("no PNG files in the upload: send one or more files (multipart/form-data)")
+    if len(files) > max_rows:
+        raise RequestError(f"{len(files)} images exceed the limit of {max_rows} images per request "
+                           "(AEGUARD_MAX_ROWS); split them into smaller requests", status=413)
+    c, h, w = artifact.image_shape
+    decoded = []
+    for i, (name, data) in enumerate(files):
+        label = f"file {i} ({name!r})"
+        try:
+            img = decode_png(data, label, size=(w, h))
+        except ImageFileError as exc:
+            raise RequestError(str(exc)) from None
+        if img.shape[0] != c:
+            kind = "grayscale" if img.shape[0] == 1 else "RGB"
+            raise RequestError(f"{label}: image is {kind}, this model takes {c}-channel images "
+                               f"({_shape_text(artifact.image_shape)})")
+        decoded.append(img)
+    return _check_images(np.stack(decoded), artifact)

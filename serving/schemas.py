@@ -72,6 +72,9 @@ class ScoreRequest(ScoreOptions):
                                                          "(any order of the model's features).")
     values: list[list[Number]] | None = Field(None, description="One list of numbers per row, in the order of "
                                                                 "features.")
+    images: list[list[list[Number]] | list[list[list[Number]]]] | None = Field(
+        None, description="Image models only: one nested list per image, C x H x W (or H x W for one channel), "
+                          "pixels in the artifact's pixel range (see GET /models).")
 
 
 class ScoreResult(BaseModel):
@@ -80,6 +83,8 @@ class ScoreResult(BaseModel):
     probability: float = Field(description="Score min-max scaled by the fit-set range, clipped to [0, 1].")
     contributions: dict[str, float | None] | None = Field(None, description="Per-feature terms (with "
                                                                            "explain=true).")
+    map: list[Any] | None = Field(None, description="Image models with explain=true: the per-pixel "
+                                                    "contributions, nested C x H x W.")
     components: dict[str, int | float | list[float | int | None] | None] | None = Field(
         None, description="Named component outputs (with components=true): floats, or integers for integer "
                           "outputs such as a predicted class.")
@@ -132,4 +137,16 @@ def extend_openapi(spec: dict[str, Any]) -> dict[str, Any]:
         "the manifest's order), options in the query string. Accept: application/vnd.apache.arrow.stream "
         "answers with an Arrow stream (score, label, probability, contributions.<feature>, "
         "components.<name>).")
+    spec["paths"]["/score_images"] = {"post": {
+        "summary": "Score PNG images (image models)",
+        "description": "One or many PNG files as multipart/form-data (any field names), answered in upload order; "
+                       "8-bit grayscale or RGB of the model's size. Options in the query string or as text form "
+                       "fields; explain=true adds each image's per-pixel map (nested C x H x W).",
+        "parameters": list(QUERY_OPTIONS),
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+            "type": "object", "properties": {"file": {"type": "array", "items": _BINARY}}}}}},
+        "responses": {"200": (ok or {"description": "Scores, in upload order."}),
+                      "400": {"description": "Not a PNG, wrong size or channels, malformed form."},
+                      "413": {"description": "Too many images or too large a body."}},
+    }}
     return spec

@@ -5,6 +5,10 @@ in the request handler on the event loop: onnxruntime takes tens of microseconds
 than a hand-off to a thread or to a batching process would cost. The optional :class:`MicroBatcher` joins
 concurrent requests with a fixed wait when ``AEGUARD_BATCH_WAIT_MS`` > 0.
 
+Image models (manifest ``input.modality: image``) take ``{"images": [...]}`` JSON bodies here and PNG uploads
+at ``POST /score_images`` (:meth:`Scorer.handle_images`); their ``explain`` answer is a ``map`` per image, the
+per-pixel contributions nested C x H x W.
+
 Responses are JSON (orjson) or, on ``Accept: application/vnd.apache.arrow.stream``, an Arrow IPC stream with
 one row per input row: ``score``, ``label``, ``probability``, then ``contributions.<feature>`` with
 ``explain`` and ``components.<name>`` with ``components``; threshold, model and version are schema metadata.
@@ -84,13 +88,27 @@ class Scorer:
             if media in (ARROW_MEDIA, NPY_MEDIA):
                 options = inputs.parse_options({}, query)
                 loaded = self.model(options.model)
+                if loaded.artifact.image_shape is not None:
+                    raise RequestError("image models take JSON {\"images\": [...]} bodies or PNG files to POST "
+                                       "/score_images, not Arrow or .npy tables", status=415)
                 read = inputs.matrix_from_arrow if media == ARROW_MEDIA else inputs.matrix_from_npy
                 X = read(body, loaded.artifact.feature_names, self.settings.max_rows)
             else:
                 data, body_options = inputs.split_json_body(inputs.load_json(body))
                 options = inputs.parse_options(body_options, query)
                 loaded = self.model(options.model)
-                X = inputs.matrix_from_json(data, loaded.artifact.feature_names, self.settings.max_rows)
+                X = inputs.batch_from_json(data, loaded.artifact, self.settings.max_rows)
+            return await self.respond(X, loaded, options, accept)
+        except RequestError as exc:
+            return exc.status, error_body(str(exc)), JSON_MEDIA
+
+    async def handle_images(self, files: Sequence[tuple[str, bytes]], options_query: bytes | str,
+                            accept: str | None = None) -> tuple[int, bytes, str]:
+        """(status, body, media type) for one ``POST /score_images``: PNG files in upload order."""
+        try:
+            options = inputs.parse_options({}, options_query)
+            loaded = self.model(options.model)
+            X = inputs.images_from_pngs(files, loaded.artifact, self.settings.max_rows)
             return await self.respond(X, loaded, options, accept)
         except RequestError as exc:
             return exc.status, error_body(str(exc)), JSON_MEDIA
@@ -153,7 +171,12 @@ def json_response(scored: Scored) -> bytes:
     score, labels, prob = _labels_and_probability(scored)
     results = [{"score": s, "label": lab, "probability": p}
                for s, lab, p in zip(score.tolist(), labels.tolist(), prob.tolist())]
-    if scored.options.explain:
+    image_shape = scored.model.artifact.image_shape
+    if scored.options.explain and image_shape is not None:  # images: the per-pixel map, nested C x H x W
+        maps = scored.outputs["contrib"].astype(np.float64).reshape(-1, *image_shape).tolist()
+        for res, one in zip(results, maps):
+            res["map"] = one
+    elif scored.options.explain:
         names = scored.model.artifact.feature_names
         contrib = scored.outputs["contrib"].astype(np.float64).tolist()
         for res, row in zip(results, contrib):

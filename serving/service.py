@@ -11,7 +11,8 @@ Request path of ``POST /score``::
 The ``@bentoml.api`` method of ``/score`` publishes the request and response schema and serves in-process
 Python callers with the same :class:`~aeguard.serving.scoring.Scorer`; HTTP requests never reach it (the
 gate hands them to ``score_route``, see :mod:`aeguard.serving.gate`). ``GET /models`` is a Starlette app
-mounted with ``@bentoml.asgi_app``. ``/score_csv`` stays a BentoML API
+mounted with ``@bentoml.asgi_app``. ``POST /score_images`` (PNG uploads for image models) is a bare ASGI route
+handed over by the gate like ``/score``. ``/score_csv`` stays a BentoML API
 (multipart parsing) and scores through the same Scorer. Each worker process loads its own onnxruntime
 session per model (one intra-op thread, no spinning, see :mod:`aeguard.serving.runtime`); torch is never
 imported. Configuration comes from environment variables (see :mod:`aeguard.serving.settings`), so
@@ -64,6 +65,51 @@ async def score_route(scope: dict[str, Any], body: bytes, send: Any) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
+async def score_images_route(scope: dict[str, Any], body: bytes, send: Any) -> None:
+    """``POST /score_images``: PNG files as multipart/form-data (any field names, one or many files), answered
+    in upload order; options in the query string or as text form fields (``explain=true``)."""
+    scorer = _worker["scorer"]
+    try:
+        files, options = await read_png_form(scope, body, scorer.settings.max_rows)
+        status, payload, media = await scorer.handle_images(files, options, header(scope, b"accept"))
+    except RequestError as exc:
+        status, payload, media = exc.status, error_body(str(exc)), inputs.JSON_MEDIA
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", media.encode()), (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def read_png_form(scope: dict[str, Any], body: bytes, max_files: int) -> tuple[list[tuple[str, bytes]], str]:
+    """The uploaded files (name, bytes) in form order and the text fields as a query string."""
+    from urllib.parse import urlencode
+
+    from starlette.datastructures import UploadFile
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    request = Request({**scope, "app": None}, receive)
+    try:
+        form = await request.form(max_files=max_files + 1, max_fields=100)
+    except Exception as exc:  # noqa: BLE001 - any parser failure is the client's malformed body
+        raise RequestError(f"malformed multipart/form-data body: {exc}") from None
+    try:
+        files, fields = [], []
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                files.append((value.filename or key, await value.read()))
+            else:
+                fields.append((key, value))
+    finally:
+        await form.close()
+    if len(files) > max_files:
+        raise RequestError(f"more than {max_files} images in one request (AEGUARD_MAX_ROWS); split them into "
+                           "smaller requests", status=413)
+    query = scope.get("query_string", b"").decode("latin-1")
+    extra = urlencode(fields)
+    return files, "&".join(q for q in (query, extra) if q)
+
+
 async def models_endpoint(request: Request) -> JSONResponse:
     """``GET /models``: the loaded models with their manifests, and this worker's runtime."""
     service = bentoml.get_current_service()
@@ -101,20 +147,20 @@ class AeguardService:
     @bentoml.api(route="/score", input_spec=ScoreRequest)
     async def score(self, rows: Any = None, columns: Any = None, features: Any = None, values: Any = None,
                     explain: bool = False, components: bool = False, threshold: float | None = None,
-                    contamination: Any = None, model: str | None = None) -> ScoreResponse:
+                    contamination: Any = None, model: str | None = None, images: Any = None) -> ScoreResponse:
         """Score rows (records or value lists), columns, or features + values; results in input order.
 
         Over HTTP the gate hands this route to the aeguard app (same Scorer, no pydantic parse per row);
         this method serves the schema and in-process callers."""
         fields = {"rows": rows, "columns": columns, "features": features, "values": values, "explain": explain,
                   "components": components, "threshold": threshold, "contamination": contamination,
-                  "model": model}
+                  "model": model, "images": images}
         obj = {k: v for k, v in fields.items() if v is not None}
         try:
             data, options = inputs.split_json_body(obj)
             opts = inputs.parse_options(options)
             loaded = self.scorer.model(opts.model)
-            X = inputs.matrix_from_json(data, loaded.artifact.feature_names, self.settings.max_rows)
+            X = inputs.batch_from_json(data, loaded.artifact, self.settings.max_rows)
             return _reply(*await self.scorer.respond(X, loaded, opts))
         except RequestError as exc:
             return _reply(exc.status, error_body(str(exc)), inputs.JSON_MEDIA)
@@ -165,4 +211,5 @@ def _bento_models() -> tuple[str, ...]:
 
 AeguardService.add_asgi_middleware(Gate, api_key=None, api_keys=SETTINGS.api_keys,
                                    max_body_bytes=SETTINGS.max_body_bytes,
-                                   hot_routes={"/score": score_route}, openapi=extend_openapi)
+                                   hot_routes={"/score": score_route, "/score_images": score_images_route},
+                                   openapi=extend_openapi)

@@ -57,9 +57,13 @@ def table_frame(table):
     return pd.DataFrame(X, columns=[f"sensor_{i}" for i in range(X.shape[1])]), y
 
 
-@pytest.fixture(scope="session")
-def example_plugin_installed() -> str:
-    """Install the third-party example plugin (tests/example_plugin) into this environment if missing."""
+def ensure_example_plugin() -> None:
+    """Install the third-party example plugin (tests/example_plugin) into this environment if missing or stale.
+
+    Runs before collection (``pytest_configure``), so the suites parametrised over the registry see its
+    detectors from the first test; the registry's caches are cleared after an install.
+    """
+    import importlib
     import importlib.metadata
     import subprocess
     import sys
@@ -75,6 +79,20 @@ def example_plugin_installed() -> str:
     if stale:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                         "--force-reinstall", str(REPO / "tests" / "example_plugin")], check=True)
+        importlib.invalidate_caches()
+        from aeguard.core import registry
+
+        registry.plugin_manager.cache_clear()
+        registry._records.cache_clear()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    ensure_example_plugin()
+
+
+@pytest.fixture(scope="session")
+def example_plugin_installed() -> str:
+    """The example plugin's simplest detector (installed before collection by :func:`ensure_example_plugin`)."""
     return "example-zscore"
 
 
@@ -91,3 +109,14 @@ def small_ae(tmp_path_factory):
     record = registry.get("ae")
     det = record.create(**fast_params(record.cls), random_state=0).fit(frame)
     return det.save_artifact(tmp_path_factory.mktemp("small-ae") / "ae"), frame
+
+
+def arrow_bytes(frame) -> bytes:
+    """An Arrow IPC stream of a DataFrame (column names = feature names), as HTTP clients send it."""
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()

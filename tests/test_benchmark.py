@@ -149,7 +149,8 @@ def test_baseline_scaling_is_fitted_on_the_fit_set_and_applied_when_scoring():
     standard = registry.create("knn", random_state=0).fit(fit)  # the default
     assert standard.scaling == "standard"
     np.testing.assert_array_equal(standard.center_, fit.mean(axis=0))
-    np.testing.assert_array_equal(standard.scale_, fit.std(axis=0, ddof=1) + 1e-5)
+    # std + 1e-5, and the constant column scaled by its own magnitude (core.validation.standard_scale)
+    np.testing.assert_array_equal(standard.scale_, np.r_[fit[:, :-1].std(axis=0, ddof=1) + 1e-5, 7.0])
     minmax = registry.create("knn", random_state=0, scaling="minmax").fit(fit)
     np.testing.assert_array_equal(minmax.center_, fit.min(axis=0))
     np.testing.assert_array_equal(minmax.scale_, np.r_[np.ptp(fit[:, :-1], axis=0), 1.0])  # constant: range 1

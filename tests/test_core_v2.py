@@ -321,3 +321,12 @@ def test_bench_train_reports_wall_and_cpu_ratios_for_the_stage_loop():
     for key in ("ratio_to_torch", "cpu_ratio_to_torch"):
         assert set(result[key]) == {"torch", "lightning chunked", "lightning per-epoch"}
         assert result[key]["torch"] == 1.0 and all(v > 0 for v in result[key].values())
+
+
+def test_baselines_and_deep_detectors_share_one_scaling_rule_constant_columns_included():
+    X = make_table()[0]
+    X[:, 2] = 7.0  # constant on the fit set
+    deep = AEDetector(epochs=2, random_state=0).fit(X)
+    base = registry.create("iforest", random_state=0).fit(X)
+    np.testing.assert_allclose(deep.standardize_.scale.numpy(), base.scale_, rtol=1e-6)
+    assert base.scale_[2] == 7.0 and deep.standardize_.scale[2] == 7.0

@@ -25,6 +25,7 @@ from aeguard.core.graphcheck import GraphError, inspect_graph
 from aeguard.datasets.loaders import load_table, load_xy
 from aeguard.serving import inputs
 from aeguard.serving.inputs import RequestError
+from conftest import arrow_bytes
 
 EXAMPLES = int(os.environ.get("AEGUARD_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ.get("AEGUARD_FUZZ_RANDOM"),
@@ -135,16 +136,6 @@ def test_npy_bodies(body):
     check_matrix(X, X.shape[0])
 
 
-def arrow(frame: pd.DataFrame) -> bytes:
-    import pyarrow as pa
-
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
 frames = st.builds(
     lambda cols, n, data: pd.DataFrame({c: data.draw(st.lists(cells.filter(lambda v: not isinstance(v, list)),
                                                               min_size=n, max_size=n)) for c in cols}),
@@ -156,7 +147,7 @@ frames = st.builds(
 def test_arrow_bodies(frame, cut):
     pytest.importorskip("pyarrow")
     try:
-        body = arrow(frame)
+        body = arrow_bytes(frame)
     except Exception:  # noqa: BLE001 - pyarrow cannot encode every mixed-type frame; not our input then
         return
     body = body if cut is None else body[:cut]
@@ -332,3 +323,23 @@ def test_random_graph_bytes_give_facts_or_a_graph_error(raw):
         inspect_graph(raw)
     except GraphError:
         pass
+
+
+def test_regressions_found_by_the_fuzzers(model, tmp_path):
+    """The cases above that failed before their fixes, as plain assertions on the messages."""
+    header = b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, 'shape': (999999999999, 4), }"
+    with pytest.raises(RequestError, match=r"header declares shape \(999999999999, 4\)"):
+        inputs.matrix_from_npy(header + b" " * 50 + b"\n", NAMES, max_rows=10**13)
+    buf = io.BytesIO()
+    np.savez(buf, X=np.ones((3, 4), dtype=np.complex64))
+    (tmp_path / "c.npz").write_bytes(buf.getvalue())
+    with pytest.raises(ValueError, match="X is not numeric"):
+        load_xy(tmp_path / "c.npz")
+    (tmp_path / "t.npz").write_bytes(buf.getvalue()[:100])
+    with pytest.raises(ValueError, match="not a readable .npz archive"):
+        load_xy(tmp_path / "t.npz")
+    manifest = json.loads((model.path / "manifest.json").read_text())
+    for edit, message in (({"calibration": {**manifest["calibration"], "min": None}}, "calibration must be"),
+                          ({"graph": {**manifest["graph"], "file": []}}, "lists no checksum")):
+        with pytest.raises(ArtifactError, match=message):
+            parse_manifest(json.dumps({**manifest, **edit}).encode())

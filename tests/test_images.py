@@ -126,18 +126,20 @@ def test_rgb_images_are_standardized_per_channel():
 
 
 def test_a_constant_border_cannot_dominate_the_score():
-    """Per-pixel standardization gives a constant border pixel a scale of 1e-5, so one grey level there outscores
-    any real defect (``apre.md`` section 7); per-channel standardization keeps it one grey level."""
+    """Per-pixel standardization gives a (nearly) constant border pixel a tiny scale, so a faint smudge there
+    outscores any real defect (``apre.md`` section 7); per-channel standardization weighs it as the grey levels
+    it is."""
     rng = np.random.default_rng(1)
     X = np.zeros((80, 1, 10, 10), dtype=np.uint8)
-    X[:, 0, 2:8, 2:8] = rng.integers(60, 200, size=(80, 6, 6))  # textured centre, constant black border
-    probe = X[:2].copy()
-    probe[0, 0, 0, 0] = 1  # one grey level on the border
+    X[:, 0, 2:8, 2:8] = rng.integers(60, 200, size=(80, 6, 6))  # textured centre, black border
+    X[0, 0, 0, :] = 1  # one grey level of sensor noise on the border of one fit image
+    probe = X[1:3].copy()
+    probe[0, 0, 0, 0] = 20  # a faint smudge on the border
     probe[1, 0, 3:7, 3:7] = 255  # a real defect: a white blob in the centre
     images = build("ae").fit(X)
     s_img = images.decision_function(probe)
     assert s_img[0] < images.threshold_ < s_img[1]
-    # the same detector on the flattened pixels (the old path, per-pixel statistics) is dominated by the border
+    # the same detector on the flattened pixels (per-pixel statistics) ranks the smudge above the defect
     flat = build("ae").fit(X.reshape(80, -1).astype(float))
     s_flat = flat.decision_function(probe.reshape(2, -1).astype(float))
     assert s_flat[0] > 100 * flat.threshold_ and s_flat[0] > s_flat[1]
@@ -316,3 +318,154 @@ def test_edge_watch_scores_new_pngs_as_they_arrive(digit_artifact):
     assert lines[0] == "name,score,label,probability" and [x.split(",")[0] for x in lines[1:]] == [
         "new_000.png", "new_001.png"]
     np.testing.assert_allclose([float(x.split(",")[1]) for x in lines[1:]], art.score(test[5:7]).score, rtol=1e-6)
+
+
+# --- HTTP: one real `bentoml serve` ---------------------------------------------------------------
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))).save(
+        buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_http_scores_json_images_and_png_uploads_in_order_with_maps(digit_artifact, tmp_path, table):
+    pytest.importorskip("bentoml")
+    import httpx
+
+    from aeguard.serving.bench import LocalServer
+
+    root, test, _ = digit_artifact
+    X, _ = table
+    AEDetector(**FAST, random_state=0).fit(X).save_artifact(tmp_path / "tab")
+    art = load_artifact(root / "art")
+    expected = art.score(test[:6])
+    srv = LocalServer([f"digits={root / 'art'}", f"tab={tmp_path / 'tab'}"],
+                      extra_args=["--max-rows", "8", "--max-body-bytes", "30000"])
+    try:
+        srv.wait_ready()
+        with httpx.Client(base_url=srv.url, timeout=60.0) as client:
+            # JSON: C x H x W and H x W nests, explain gives the map as nested arrays
+            for images in (test[:6].tolist(), test[:6, 0].tolist()):
+                r = client.post("/score", json={"images": images, "explain": True})
+                assert r.status_code == 200, r.text
+                results = r.json()["results"]
+                np.testing.assert_allclose([x["score"] for x in results], expected.score, rtol=1e-6)
+                np.testing.assert_allclose(np.array([x["map"] for x in results]),
+                                           expected.contrib.reshape(-1, 1, 8, 8), rtol=1e-5, atol=1e-6)
+            # PNG uploads, one or many, answered in upload order (here: reversed)
+            files = [("file", (f"p{i}.png", png_bytes(test[i]), "image/png")) for i in reversed(range(6))]
+            r = client.post("/score_images", files=files, params={"explain": "true"})
+            assert r.status_code == 200, r.text
+            np.testing.assert_allclose([x["score"] for x in r.json()["results"]], expected.score[::-1], rtol=1e-6)
+            r = client.post("/score_images", files=[("one", ("a.png", png_bytes(test[0]), "image/png"))],
+                            data={"threshold": "0"})
+            assert r.status_code == 200 and r.json()["results"][0]["label"] == 1 and r.json()["threshold"] == 0
+            # bad images answer 4xx naming the problem
+            bad = {
+                "wrong size": ([("file", ("big.png", png_bytes(np.zeros((1, 9, 8), np.uint8)), "image/png"))], 400,
+                               "file 0 ('big.png'): image is 8x9, this model takes 8x8 images"),
+                "not a PNG": ([("file", ("a.png", png_bytes(test[0]), "image/png")),
+                               ("file", ("b.png", b"GIF89a....", "image/png"))], 400,
+                              "file 1 ('b.png'): not a PNG file"),
+                "channels": ([("file", ("rgb.png", png_bytes(np.zeros((3, 8, 8), np.uint8)), "image/png"))], 400,
+                             "image is RGB, this model takes 1-channel images"),
+                "too many": ([("file", (f"{i}.png", png_bytes(test[0]), "image/png")) for i in range(9)], 413,
+                             "more than 8 images"),
+            }
+            bad["too large"] = ([("file", ("huge.png", b"\x89PNG\r\n\x1a\n" + bytes(40000), "image/png"))], 413,
+                                "exceeds the limit of 30000 bytes")
+            for what, (upload, status, message) in bad.items():
+                r = client.post("/score_images", files=upload)
+                assert r.status_code == status and message in r.json()["error"], (what, r.text)
+            r = client.post("/score_images", files=[("file", ("a.png", png_bytes(test[0]), "image/png"))],
+                            params={"model": "tab"})
+            assert r.status_code == 400 and "takes tables of 6 features" in r.json()["error"]
+            r = client.post("/score", json={"images": (test[:2] * 1.0 + 300).tolist()})
+            assert r.status_code == 400 and "outside the pixel range [0, 255]" in r.json()["error"]
+            r = client.post("/score", json={"rows": [[0.0] * 64]})
+            assert r.status_code == 400 and "this model takes 1x8x8 (C x H x W) images" in r.json()["error"]
+            r = client.post("/score", json={"images": test[:1].tolist(), "model": "tab"})
+            assert r.status_code == 400 and "takes tables" in r.json()["error"]
+            r = client.post("/score", json={"images": [[[3] * 7 + [True]] * 8]})
+            assert r.status_code == 400 and "not true/false" in r.json()["error"]
+    finally:
+        srv.stop()
+
+
+# --- benchmark: digits suite and --as-images ------------------------------------------------------
+
+
+def test_digits_one_class_split_follows_the_protocol():
+    from aeguard.benchmark.images import digits_task
+
+    X, y, fit, test = digits_task("sklearn-digits:3", seed=1)
+    _, target = digits()
+    assert set(target[fit]) == {3} and abs(len(fit) - 0.6 * (target == 3).sum()) <= 1
+    assert not set(fit) & set(test)
+    for k in range(10):  # 40 % of every class in the test split
+        assert abs((target[test] == k).sum() - 0.4 * (target == k).sum()) <= 1
+    np.testing.assert_array_equal(y[test], target[test] != 3)
+    again = digits_task("sklearn-digits:3", seed=1)
+    np.testing.assert_array_equal(again[2], fit)
+    np.testing.assert_array_equal(again[3], test)
+    assert not np.array_equal(digits_task("sklearn-digits:3", seed=2)[2], fit)
+
+
+def test_benchmark_digits_suite_and_as_images_run_image_and_flat_detectors_side_by_side(tmp_path):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from aeguard.core.cli import app
+
+    runner = CliRunner()
+    specs = "ae(epochs=200,epochs_per_step=50),knn"
+    result = runner.invoke(app, ["benchmark", "--suite", "digits", "--datasets", "digit1", "--detectors", specs,
+                                 "--seeds", "1", "--workers", "1", "--out", str(tmp_path / "digits"),
+                                 "--report-to", str(tmp_path / "docs" / "digits.md"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(tmp_path / "digits" / "results.csv")
+    assert set(rows["status"]) == {"ok"} and len(rows) == 2 and (rows["roc_auc"] > 0.8).all()
+    assert (rows["n_fit"] == 109).all()  # 60 % of the 182 ones
+    run = json.loads((tmp_path / "digits" / "run.json").read_text())
+    assert run["images"]["shape"] == [1, 8, 8] and run["protocol"]["one_class"]
+    assert (tmp_path / "docs" / "digits.md").is_file()
+    # --as-images on a folder suite: the same pixels as a table, read as 1x8x8 images by `ae`
+    X, t = digits()
+    (tmp_path / "suite").mkdir()
+    np.savez(tmp_path / "suite" / "ones.npz", X=X[t <= 1].reshape(-1, 64) / 255 * 16, y=(t[t <= 1] == 1).astype(int))
+    args = ["benchmark", "--suite", str(tmp_path / "suite"), "--detectors", specs, "--seeds", "1", "--workers", "1",
+            "--out", str(tmp_path / "as-images"), "--no-progress", "--as-images", "1x8x8"]
+    result = runner.invoke(app, args)  # floats default to [0, 1]: the cell names the problem
+    assert "outside the pixel range [0, 1]" in pd.read_csv(tmp_path / "as-images" / "results.csv")["status"][0]
+    result = runner.invoke(app, [*args[:-2], "--out", str(tmp_path / "as-images-2"), "--as-images", "1x8x8",
+                                 "--pixel-range", "0,16"])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(tmp_path / "as-images-2" / "results.csv")
+    assert set(rows["status"]) == {"ok"}, rows["status"].tolist()
+    result = runner.invoke(app, [*args[:-2], "--as-images", "1x7x8"])
+    assert result.exit_code != 0 and "needs 56 features per row" in str(result.exception or result.output)
+
+
+def test_mvtec_embeddings_run_as_a_tabular_suite(tmp_path):
+    """ADBench's MVTec-AD ResNet-18 features (../shared/data/embeddings/mvtec-resnet18): a folder of .npz."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from aeguard.core.cli import app
+    from conftest import REPO
+
+    folder = REPO.parent / "shared" / "data" / "embeddings" / "mvtec-resnet18"
+    if not (folder / "toothbrush.npz").is_file():
+        pytest.skip("embeddings folder ../shared/data/embeddings/mvtec-resnet18 not present")
+    result = CliRunner().invoke(app, ["benchmark", "--suite", str(folder), "--datasets", "toothbrush",
+                                      "--detectors", "knn", "--seeds", "1", "--workers", "1", "--out",
+                                      str(tmp_path / "mvtec"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    row = pd.read_csv(tmp_path / "mvtec" / "results.csv").iloc[0]
+    assert row["status"] == "ok" and row["n_fit"] + row["n_test"] == 102 and row["roc_auc"] > 0.6

@@ -26,7 +26,7 @@ httpx = pytest.importorskip("httpx")
 
 from aeguard.core.artifact import load_artifact  # noqa: E402
 from aeguard.serving.bench import LocalServer, reference_command  # noqa: E402
-from conftest import fast_params, make_table  # noqa: E402
+from conftest import arrow_bytes, fast_params, make_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_ROWS = 400
@@ -93,16 +93,6 @@ def score(client, **body):
     response = client.post("/score", json=body)
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def arrow_bytes(frame: pd.DataFrame) -> bytes:
-    import pyarrow as pa
-
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
 
 
 def npy_bytes(array: np.ndarray, allow_pickle: bool = False) -> bytes:

@@ -45,7 +45,7 @@ FLOAT32 = ("the scoring graph computes in float32, in process as in the exported
 EXPECTED_FAILURES: dict[str, dict[str, str]] = {
     "*": {"check_outliers_fit_predict": LABELS, "check_outliers_train": LABELS},
     **{name: {"check_outliers_fit_predict": SELF_EXCLUDED, "check_outliers_train": SELF_EXCLUDED}
-       for name in ("knn", "lof", "ae+mss", "ecod", "copod", "sae_ood")},
+       for name in ("knn", "lof", "ae+mss", "ecod", "copod", "sae_ood", "mahalanobis+mss", "example-staged")},
     "apre": {"check_outliers_fit_predict": SELF_EXCLUDED, "check_outliers_train": SELF_EXCLUDED,
              "check_methods_sample_order_invariance": FLOAT32, "check_methods_subset_invariance": FLOAT32},
 }
@@ -68,11 +68,25 @@ DETECTORS = {name: build(name) for name in NAMES}
 _NAME_OF = {id(est): name for name, est in DETECTORS.items()}
 
 
-@ec.parametrize_with_checks(list(DETECTORS.values()), expected_failed_checks=lambda est: expected_failures(
+def strict_failures(name: str) -> dict[str, str]:
+    """The expected failures that must fail every time; a one-ulp (FLOAT32) difference fails only when the
+    rounding of the batch happens to differ, so those entries may also pass (checked in the test body)."""
+    return {check: reason for check, reason in expected_failures(name).items() if reason != FLOAT32}
+
+
+@ec.parametrize_with_checks(list(DETECTORS.values()), expected_failed_checks=lambda est: strict_failures(
     _NAME_OF[id(est)]), xfail_strict=True)
 def test_check_estimator(estimator: Any, check: Any) -> None:
+    name = _NAME_OF.get(id(estimator))
+    check_name = getattr(check, "func", check).__name__
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
+        if expected_failures(name).get(check_name) == FLOAT32:
+            try:
+                check(estimator)
+            except AssertionError:
+                pytest.xfail(FLOAT32)
+            return
         check(estimator)
 
 

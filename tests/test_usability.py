@@ -409,3 +409,53 @@ def test_watch_on_error_nan_keeps_output_aligned_with_blank_lines(fitted):
     skip = subprocess.run([sys.executable, "-m", "aeguard.edge.cli", "watch", str(art)],
                           input="\n".join(lines) + "\n", capture_output=True, text=True)
     assert skip.stdout.splitlines() == [out[0], out[5]]  # the default still skips
+
+
+# --- row 11: the demo ----------------------------------------------------------------------------------------
+
+def test_demo_scores_the_held_out_split_compares_and_draws(tmp_path):
+    from aeguard.datasets.default import load_default
+    from aeguard.datasets.demo import DEFAULT_DETECTOR, stratified_split
+
+    _, y = load_default()
+    fit, test = stratified_split(y, 0)
+    assert not set(fit) & set(test) and len(test) == pytest.approx(0.4 * len(y), abs=2)
+    assert y[test].sum() == round(0.4 * y.sum())  # stratified: the outlier share is kept
+    result = invoke("demo", "-o", tmp_path / "demo", "--epochs", "20")
+    assert result.exit_code == 0, result.exception
+    text = result.stdout
+    assert f"{DEFAULT_DETECTOR} (artifact)" in text and "iforest" in text and "ae+mss" in text
+    assert f"held-out test {len(test)} rows" in text and "test ROC-AUC" in text and "test AP" in text
+    rows = [line for line in text.splitlines() if "outlier" in line and "│" in line or "inlier" in line and "│" in line]
+    assert len(rows) >= 10  # the top anomalies, each with its true label
+    picture = tmp_path / "demo-scores.png"
+    assert f"wrote picture {picture}" in " ".join(text.split()) and picture.read_bytes()[:4] == b"\x89PNG"
+    from aeguard.core.artifact import load_artifact
+
+    assert load_artifact(tmp_path / "demo").detector_name == DEFAULT_DETECTOR
+
+
+# --- row 12: --version, defaults in --help, the README's detector table ---------------------------------------
+
+def test_version_help_defaults_and_readme_table():
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from aeguard.core.cli import detectors_markdown
+
+    proc = aeguard("--version")
+    assert proc.stdout.strip() == f"aeguard {version('aeguard')}"
+    import os
+
+    wide = subprocess.run([sys.executable, "-m", "aeguard.core.cli", "fit", "--help"], capture_output=True,
+                          text=True, env={**os.environ, "COLUMNS": "300"}).stdout
+    help_text = " ".join(wide.split())
+    assert "[default: (the detector's, 0.1)]" in help_text and "[default: (drawn and recorded)]" in help_text
+    assert "[default: fp32]" in help_text
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("<!-- detectors:start -->\n", 1)[1].split("<!-- detectors:end -->", 1)[0]
+    builtin = [r for r in registry.detectors().values() if r.plugin == "builtin"]
+    assert table == detectors_markdown(builtin), "README detector table is stale: paste " \
+        "`aeguard detectors --markdown --plugin builtin` between the markers"
+    assert {"apre", "ae+mss", "ae", "iforest"} <= {r.name for r in builtin}
+    assert invoke("detectors", "--markdown", "--plugin", "builtin").stdout == table

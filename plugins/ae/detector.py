@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
 from aeguard.core.deep import DeepDetector, FitData
 from aeguard.core.params import TRAINING_SPEC, Spec
-from aeguard.core.validation import standard_scale
 from aeguard.plugins.ae.torch_model import AutoEncoder
 
 
@@ -40,8 +38,6 @@ class AEDetector(DeepDetector):
         self.device = device
         self.verbose = verbose
 
-    def _standardize_stats(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return standard_scale(X)  # constant columns get a scale floor (aeguard.core.validation)
 
     def build_model(self, data: FitData) -> nn.Module:
         return AutoEncoder(data.n_features)

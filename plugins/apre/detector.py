@@ -11,7 +11,6 @@ from torch import nn
 
 from aeguard.core.deep import DeepDetector, FitData
 from aeguard.core.params import TRAINING_SPEC, Bool, Choice, Float, Spec
-from aeguard.core.validation import standard_scale
 from aeguard.plugins.apre.torch_model import ProbabilisticAutoEncoder, pre_loss
 from aeguard.plugins.mss import MSSMixin
 
@@ -116,8 +115,6 @@ class APREDetector(MSSMixin, DeepDetector):
         super()._fit(X, y)
 
     # --- DeepDetector hooks --------------------------------------------------------------------------
-    def _standardize_stats(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return standard_scale(X)  # constant columns get a scale floor (aeguard.core.validation)
 
     def _train(self, model: nn.Module, data: FitData) -> dict[str, Any]:
         """Lightning training, reused from ``AEGUARD_TRAIN_CACHE`` when an identical fit was trained before

@@ -1,0 +1,75 @@
+"""Image suites of ``aeguard benchmark``: ``--suite digits`` and ``--as-images CxHxW`` for any suite.
+
+``digits``: scikit-learn's bundled 8x8 handwritten digits (1,797 images, pixel counts 0-16, no download) under the
+one-class protocol of the specs (``fader.md`` section 7, ``mahalanobis.md`` section 7): for each digit c and
+seed, every class is split 60/40 with that seed (``train_test_split(test_size=0.4, random_state=seed)``); the fit
+split is the 60 % of class c (clean: no other digit), the test split the 40 % of class c (label 0) plus the 40 %
+of every other class (label 1). Ten tasks (``digit0`` .. ``digit9``) per seed.
+
+In an image suite (digits, or ``--as-images`` on a folder/ODDS suite) each cell hands detectors whose class lists
+``"image"`` in ``modalities`` the rows as (N, C, H, W) images with the stated pixel range; every other detector
+(the PyOD baselines) gets the same pixels flattened, in the same run, on the same split.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+DIGITS_SUITE = "digits"
+#: the cell source of one digits task: ``sklearn-digits:3``
+DIGITS_SOURCE = "sklearn-digits:"
+DIGITS_SHAPE = (1, 8, 8)
+DIGITS_RANGE = (0.0, 16.0)
+
+
+def parse_image_shape(text: str) -> tuple[int, int, int]:
+    """``"1x8x8"`` (C x H x W) as a tuple of three positive ints."""
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"--as-images must be CxHxW with three positive integers (e.g. 1x8x8), got {text!r}")
+    return shape  # type: ignore[return-value]
+
+
+def is_digits_source(source: str) -> bool:
+    return source.startswith(DIGITS_SOURCE)
+
+
+@lru_cache(maxsize=1)
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    X = np.asarray(data.data, dtype=np.float64)
+    X.setflags(write=False)
+    return X, np.asarray(data.target, dtype=np.int64)
+
+
+def digits_task(source: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(X flat 0-16, y: 1 = not digit c, fit rows, test rows) of one digits task under the one-class protocol."""
+    c = int(source[len(DIGITS_SOURCE):])
+    X, target = _digits()
+    fit_idx, test_idx = one_class_split(target, c, seed)
+    return X, (target != c).astype(np.int64), fit_idx, test_idx
+
+
+def one_class_split(target: np.ndarray, normal: int, seed: int, test_size: float = 0.4) -> tuple[np.ndarray,
+                                                                                                np.ndarray]:
+    """Fit rows: 60 % of class ``normal``; test rows: the other 40 % of it plus 40 % of every other class."""
+    from sklearn.model_selection import train_test_split
+
+    fit, test = [], []
+    for k in np.unique(target):
+        rows = np.flatnonzero(target == k)
+        a, b = train_test_split(rows, test_size=test_size, random_state=seed)
+        if k == normal:
+            fit.append(a)
+        test.append(b)
+    if not fit:
+        raise ValueError(f"class {normal} is not in the data")
+    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(test))

@@ -1,0 +1,1 @@
+"""`cbnet` plugin: CBNet-style converting autoencoder + lightweight classifier (``docs/cbnet.md``)."""

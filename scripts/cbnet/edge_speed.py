@@ -1,0 +1,103 @@
+"""Edge speed of the `cbnet` graph vs a plain `ae` and vs an ordinary AE of g's size (cbnet.md section 9.5).
+
+One run, side by side, onnxruntime CPU (one intra-op thread): rows/s on a 10,000-row batch and the median
+single-row latency over 2,000 calls, for the FP32 and INT8 artifacts, plus each artifact's size in KB.
+The AE of g's size is the `cbnet` converter trained as a reconstructor (same layers), exported with the same
+exporter, so the ratio isolates what the prototypes + tiny classifier add.
+
+    .venv/bin/python scripts/cbnet/edge_speed.py cardio --out docs/benchmarks/cbnet_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def size_kb(folder: Path) -> float:
+    return round(sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 1024, 1)
+
+
+def timings(folder: Path, X: np.ndarray) -> dict[str, float]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    big = np.ascontiguousarray(np.resize(X, (10_000, X.shape[1])), dtype=np.float32)
+    sess.run(None, {"x": big[:100]})
+    start = time.perf_counter()
+    for _ in range(3):
+        sess.run(None, {"x": big})
+    rows_s = 3 * len(big) / (time.perf_counter() - start)
+    one = big[:1]
+    lat = []
+    for i in range(2000):
+        t = time.perf_counter()
+        sess.run(None, {"x": big[i:i + 1] if i < len(big) else one})
+        lat.append(time.perf_counter() - t)
+    return {"rows_per_s": round(rows_s), "latency_us": round(statistics.median(lat) * 1e6, 1)}
+
+
+def main() -> None:
+    import torch
+
+    from aeguard.core import registry
+    from aeguard.core.deep import Standardize
+    from aeguard.core.export import export_graph
+    from aeguard.edge.variants import export_variant
+    from aeguard.plugins.cbnet.torch_model import converter_widths, dense_converter
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("dataset")
+    parser.add_argument("--data-dir", default="/work/shared/data/odds")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    data = np.load(Path(args.data_dir) / f"{args.dataset}.npz")
+    X = data["X"].astype(np.float64)
+    root = Path(tempfile.mkdtemp())
+    arts = {}
+    for name in ("cbnet", "ae"):
+        det = registry.create(name, random_state=0).fit(X)
+        arts[name] = det.save_artifact(root / name)
+    # an ordinary AE with g's layers (reconstruction of x), trained briefly: only its speed is measured
+    enc, out = dense_converter(converter_widths(X.shape[1], image=False), relu_bottleneck=False)
+
+    class Recon(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.std, self.enc, self.out = Standardize(X.mean(0), X.std(0) + 1e-5), enc, out
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            z = self.std(x)
+            contrib = (self.out(self.enc(z)) - z) ** 2
+            return contrib.sum(dim=1), contrib
+
+    (root / "ae_g").mkdir()
+    export_graph(Recon().eval(), X.shape[1], ["score", "contrib"], root / "ae_g" / "model.onnx")
+    results: dict[str, dict] = {}
+    for name, folder in {**arts, "ae_size_of_g": root / "ae_g"}.items():
+        results[name] = {"fp32": {**timings(folder, X), "size_kb": size_kb(folder)}}
+        if name in arts:
+            q = export_variant(folder, root / f"{name}-int8", int8=True)
+            results[name]["int8"] = {**timings(q, X), "size_kb": size_kb(q)}
+    ratios = {f"cbnet/{base} {v}": {k: round(results["cbnet"][v][k] / results[base][v][k], 3)
+                                     for k in ("rows_per_s", "latency_us")}
+              for base in ("ae", "ae_size_of_g") for v in ("fp32", "int8") if v in results[base]}
+    report = {"dataset": args.dataset, "n_features": int(X.shape[1]), "load_average": os.getloadavg(),
+              "onnxruntime_threads": 1, "results": results, "ratios": ratios}
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""INT8 vs FP32 ROC-AUC of `cbnet` artifacts on ODDS sets (label-free fit on every row, scored on the same rows).
+
+    .venv/bin/python scripts/cbnet/int8_delta.py wbc,cardio,glass,pima,thyroid --out docs/benchmarks/cbnet_int8.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    from aeguard.core import registry
+    from aeguard.core.artifact import load_artifact
+    from aeguard.core.metrics import roc_auc
+    from aeguard.edge.variants import export_variant
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("datasets")
+    parser.add_argument("--data-dir", default="/work/shared/data/odds")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp())
+    rows = []
+    for name in args.datasets.split(","):
+        data = np.load(Path(args.data_dir) / f"{name}.npz")
+        X, y = data["X"].astype(np.float64), data["y"].astype(int)
+        det = registry.create("cbnet", random_state=args.seed).fit(X)
+        fp32 = det.save_artifact(root / name)
+        int8 = export_variant(fp32, root / f"{name}-int8", int8=True)
+        a, b = load_artifact(fp32).score(X), load_artifact(int8).score(X)
+        auc32, auc8 = roc_auc(y, a.score), roc_auc(y, b.score)
+        rows.append({"dataset": name, "roc_auc_fp32": round(auc32, 4), "roc_auc_int8": round(auc8, 4),
+                     "delta": round(auc8 - auc32, 4), "class_agreement": round(float(np.mean(
+                         a.components["class"] == b.components["class"])), 4),
+                     "n_classes": det.classes_info_["n_classes"]})
+        print(rows[-1])
+    report = {"seed": args.seed, "rows": rows, "mean_delta": round(float(np.mean([r["delta"] for r in rows])), 4)}
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(report["mean_delta"])
+
+
+if __name__ == "__main__":
+    main()
