@@ -342,7 +342,13 @@ class DeepDetector(BaseDetector):
         return {"split": dict(self.split_)} if hasattr(self, "split_") else {}
 
     # --- helpers for the base --------------------------------------------------------------------
+    #: settings that ``faithful=True`` imposes (a paper's own), read through :meth:`_param`
+    faithful_settings: ClassVar[dict[str, Any]] = {}
+
     def _param(self, name: str, default: Any) -> Any:
+        """A training setting: the faithful value when ``faithful`` is on and declares it, else the parameter."""
+        if getattr(self, "faithful", False) and name in self.faithful_settings:
+            return self.faithful_settings[name]
         return getattr(self, name, default)
 
     def _split(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

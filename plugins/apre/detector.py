@@ -58,6 +58,8 @@ class APREDetector(MSSMixin, DeepDetector):
     - ``var_floor``: "shift" (default) or "none" (the authors' score).
     """
 
+    faithful_settings = FAITHFUL
+
     #: types and ranges of the hyperparameters (aeguard.core.params); the mss* ones come from MSSMixin
     #: images go through the flattened path, standardized per channel (aeguard.core.deep.ImageStandardize)
     modalities: ClassVar[tuple[str, ...]] = ("tabular", "image")
@@ -95,10 +97,6 @@ class APREDetector(MSSMixin, DeepDetector):
         self.verbose = verbose
 
     # --- settings ----------------------------------------------------------------------------------
-    def _param(self, name: str, default: Any) -> Any:
-        if self.faithful and name in FAITHFUL:
-            return FAITHFUL[name]
-        return getattr(self, name, default)
 
     def _var_floor(self) -> str:
         """The floor setting; ``None`` (what a benchmark spec ``var_floor=none`` parses to) means "none"."""

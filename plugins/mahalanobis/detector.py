@@ -163,6 +163,8 @@ class MahalanobisDetector(MSSMixin, DeepDetector):
       the latent term always see the original input.
     """
 
+    faithful_settings = FAITHFUL
+
     accepts_classes: ClassVar[bool] = True
     #: images arrive as flat standardized rows (the base's per-channel statistics); the model reshapes them
     modalities: ClassVar[tuple[str, ...]] = ("tabular", "image")
@@ -209,10 +211,6 @@ class MahalanobisDetector(MSSMixin, DeepDetector):
         self.verbose = verbose
 
     # --- settings ----------------------------------------------------------------------------------
-    def _param(self, name: str, default: Any) -> Any:
-        if self.faithful and name in FAITHFUL:
-            return FAITHFUL[name]
-        return getattr(self, name, default)
 
     def _class_mode(self, data: FitData) -> str:
         mode = self._param("class_mode", "auto")

@@ -122,6 +122,8 @@ class SAEOODDetector(MSSMixin, DeepDetector):
     ``explain`` contributions sum to the score; see :meth:`SparseAutoencoder.score_against`.
     """
 
+    faithful_settings = FAITHFUL
+
     accepts_classes: ClassVar[bool] = True
     #: tables only (backbone embeddings are tables too: ``input_mode="embedding"``); raw pixels are not wired yet
     modalities: ClassVar[tuple[str, ...]] = ("tabular",)
@@ -193,11 +195,9 @@ class SAEOODDetector(MSSMixin, DeepDetector):
 
     # --- settings --------------------------------------------------------------------------------------------
     def _param(self, name: str, default: Any) -> Any:
-        if self.faithful and name in FAITHFUL:
-            return FAITHFUL[name]
-        if name == "lr" and self.lr is None:
+        if name == "lr" and self.lr is None and not (self.faithful and "lr" in FAITHFUL):
             return 1e-4 if self.input_mode == "embedding" else 1e-3
-        return getattr(self, name, default)
+        return super()._param(name, default)
 
     def _use_layer_norm(self) -> bool:
         return (self.input_mode == "embedding") if self.layer_norm is None else bool(self.layer_norm)
