@@ -225,3 +225,19 @@ def test_cosine_code_knn_option_matches_numpy_and_onnx(table, tmp_path):
     assert read_manifest(tmp_path / "cosine")["extra"]["sae"]["knn_metric"] == "cosine"
     with pytest.raises(ValueError, match="knn_metric"):
         registry.create("sae_ood", knn_metric="manhattan").fit(X)
+
+
+def test_scoring_variants_share_one_training(table, tmp_path, monkeypatch):
+    """With the training cache on, score_components / knn_metric / ref_trim variants reuse one trained SAE and
+    score like a fresh training; a training parameter (k) trains again."""
+    X, _ = table
+    monkeypatch.setenv("AEGUARD_TRAIN_CACHE", str(tmp_path))
+    first = registry.create("sae_ood", random_state=0, **FAST).fit(X)
+    variant = {"score_components": "rec", "knn_metric": "cosine", "ref_trim": True}
+    second = registry.create("sae_ood", random_state=0, **variant, **FAST).fit(X)
+    assert first.history_["cache"] == "miss" and second.history_["cache"] == "hit"
+    monkeypatch.delenv("AEGUARD_TRAIN_CACHE")
+    fresh = registry.create("sae_ood", random_state=0, **variant, **FAST).fit(X)
+    np.testing.assert_allclose(second.decision_function(X), fresh.decision_function(X), rtol=1e-5, atol=1e-6)
+    monkeypatch.setenv("AEGUARD_TRAIN_CACHE", str(tmp_path))
+    assert registry.create("sae_ood", random_state=0, k=1, **FAST).fit(X).history_["cache"] == "miss"

@@ -133,6 +133,10 @@ class SAEOODDetector(MSSMixin, DeepDetector):
     """
 
     faithful_settings = FAITHFUL
+    #: training never reads these (the code head, reference set, scales and encode-time k are built after it), so
+    #: with ``AEGUARD_TRAIN_CACHE`` their ablations reuse one trained SAE
+    scoring_params: ClassVar[frozenset[str]] = frozenset({
+        "score_components", "n_neighbors", "knn_metric", "ref_cap", "ref_trim", "scale", "alpha"})
 
     accepts_classes: ClassVar[bool] = True
     #: tables only (backbone embeddings are tables too: ``input_mode="embedding"``); raw pixels are not wired yet
