@@ -106,6 +106,8 @@ class FaderDetector(DeepDetector):
     """
 
     faithful_settings = FAITHFUL
+    #: what only the scoring graph reads (the training cache reuses one training for these ablations)
+    scoring_params: ClassVar[frozenset[str]] = frozenset({"skip_levels_at_inference", "image_score", "blur_sigma"})
     modalities: ClassVar[tuple[str, ...]] = ("tabular", "image")
     #: the conv U-Net takes (C, H, W); tables stay rows
     image_layout: ClassVar[str] = "chw"
@@ -171,6 +173,7 @@ class FaderDetector(DeepDetector):
     def prepare(self, data: FitData) -> None:
         """Mask-rule statistics and hint constants from the training rows (see the module docstring)."""
         z = data.z_train
+        self.active_info_: list[dict[str, Any]] = []
         if self._image(data):
             c, h, w = data.input_shape
             patch = self.patch_size or (2 if min(h, w) < 16 else 4)
@@ -211,7 +214,6 @@ class FaderDetector(DeepDetector):
         common = dict(lr=float(self.lr), batch_size=self._batch(data), epochs_per_step=int(self.epochs_per_step))
         stages = [Stage(name="inpaint", loss=self._inpaint_loss, parameters=lambda m: m.base_parameters(),
                         epochs=int(self.epochs), **common)]
-        self.active_info_: list[dict[str, Any]] = []
         if not self.attenuation:
             return stages
         for r in range(int(self.active_rounds) + 1):
