@@ -40,6 +40,7 @@ import inspect
 import logging
 import math
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -404,17 +405,53 @@ class DeepDetector(BaseDetector):
 
         return standard_scale(X)
 
-    def _train(self, model: nn.Module, data: FitData) -> dict[str, Any]:
-        """Run the stages with Lightning; a hook so a plugin can wrap training (e.g. reuse cached weights).
+    #: parameters training never sees (scoring variants), left out of the training-cache key; merged over the MRO
+    scoring_params: ClassVar[frozenset[str]] = frozenset({"verbose", "contamination"})
+    #: bump when a class's training code changes, so weights cached by older code are not reused
+    training_version: ClassVar[int] = 1
 
-        ``model`` is the plugin's network, or the :class:`~aeguard.core.ensemble.Members` of an ensemble
-        (trained together, ``aeguard.core.ensemble.train_members``)."""
+    @classmethod
+    def _scoring_params(cls) -> frozenset[str]:
+        return frozenset().union(*(vars(k).get("scoring_params", ()) for k in cls.__mro__))
+
+    def _training_key(self, model: nn.Module, data: FitData) -> str:
+        """Everything training can depend on: any parameter not declared a scoring parameter (resolved, so
+        ``faithful`` counts), the initial weights (architecture and seed), the data, seed and device."""
+        from aeguard.core.training_cache import training_key
+
+        scoring = self._scoring_params()
+        params = {name: self._param(name, value) for name, value in self.get_params(deep=False).items()
+                  if name not in scoring}
+        if len(data.val_idx) == 0:  # without a hold-out these cannot change training
+            params.update(early_stopping=None, restore_best=False)
+        initial = [t.detach().cpu().numpy() for t in model.state_dict().values()]
+        parts = {"detector": type(self).__qualname__, "version": self.training_version,
+                 "model": type(model).__qualname__, "weights": list(model.state_dict()), "seed": int(data.seed),
+                 "device": self.device_, "params": params}
+        return training_key(parts, [data.z_train, data.z_val, data.classes, *initial])
+
+    def _train(self, model: nn.Module, data: FitData) -> dict[str, Any]:
+        """Run the stages with Lightning; with ``AEGUARD_TRAIN_CACHE`` set, an identical earlier training is
+        loaded instead (``aeguard.core.training_cache``).
+
+        ``model`` is the plugin's network, or the :class:`~aeguard.core.ensemble.Members` of an ensemble, trained
+        together (``aeguard.core.ensemble.train_members``); ``n_members`` is a training parameter (in the key),
+        and the key's initial weights are every member's."""
         from aeguard.core.ensemble import Members, train_members
         from aeguard.core.training import train_stages
+        from aeguard.core.training_cache import cache_dir, cached_training
 
-        if isinstance(model, Members):
-            return train_members(self, model, data)
-        return train_stages(self, model, self.stages(model, data), data)
+        def train() -> dict[str, Any]:
+            cpu = time.process_time()
+            if isinstance(model, Members):
+                history = train_members(self, model, data)
+            else:
+                history = train_stages(self, model, self.stages(model, data), data)
+            return {**history, "train_cpu_seconds": round(time.process_time() - cpu, 4)}
+
+        if cache_dir() is None:
+            return train()
+        return cached_training(self._training_key(model, data), model, train)
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None, classes: np.ndarray | None = None) -> None:
         from aeguard.core.ensemble import check_n_members

@@ -256,6 +256,8 @@ class MSSMixin:
 
     mss_: MeanShiftFit | None = None
     param_spec: ClassVar[dict[str, Spec]] = MSS_SPEC
+    #: the mean shift changes the score's target only: the network is trained on the original input
+    scoring_params: ClassVar[frozenset[str]] = frozenset(MSS_PARAMS)
 
     def _mss_enabled(self) -> bool:
         return bool(getattr(self, "mss", False))

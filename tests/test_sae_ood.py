@@ -78,22 +78,21 @@ def test_codes_are_topk_sparse_and_nonnegative(fitted, table):
 
 
 def test_fit_scores_leave_their_own_reference_code_out(fitted, table):
+    """Default ``knn_metric="euclidean"``: mean Euclidean distance to the K nearest raw reference codes, a
+    reference row leaving its own code out."""
     X, _ = table
     det = fitted
-    assert det.reference_.capped and det.reference_.n_ref == 120
+    assert det.knn_metric == "euclidean" and det.reference_.capped and det.reference_.n_ref == 120
     code = det.score_output(X).components["code"].astype(np.float64)
     refs = det.model_.knn.refs.numpy().astype(np.float64)
-    cn = code / np.maximum(np.linalg.norm(code, axis=1, keepdims=True), 1e-30)
-    rn = refs / np.maximum(np.linalg.norm(refs, axis=1, keepdims=True), 1e-30)
-    sims = cn @ rn.T
+    dist = np.sqrt(((code[:, None, :] - refs[None]) ** 2).sum(-1))
     own = det._own_ref
     assert (own >= 0).sum() == 120
-    sims[own >= 0, own[own >= 0]] = -np.inf
-    knn = 1 - np.sort(sims, axis=1)[:, ::-1][:, :det.n_neighbors_].mean(axis=1)
-    knn[np.linalg.norm(code, axis=1) == 0] = 1.0
+    dist[own >= 0, own[own >= 0]] = np.inf
+    knn = np.sort(dist, axis=1)[:, :det.n_neighbors_].mean(axis=1)
     new = det.score_output(X)
     expected = new.score + (knn - new.components["s_knn"]) / det.scales_["knn"]
-    np.testing.assert_allclose(det.decision_scores_, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(det.decision_scores_, expected, rtol=1e-4, atol=1e-5)
     mine = own >= 0
     assert (det.decision_scores_[mine] > new.score[mine]).mean() > 0.9  # a new-point pass counts itself
     np.testing.assert_allclose(det.decision_scores_[~mine], new.score[~mine], rtol=1e-6)
@@ -201,17 +200,44 @@ def test_mss_wraps_s_rec(table):
     assert np.isfinite(shifted.decision_scores_).all() and "mss" in shifted.manifest_extra()
 
 
-def test_euclidean_code_knn_option_matches_numpy_and_onnx(table, tmp_path):
-    """``knn_metric="euclidean"``: mean Euclidean distance to the K nearest raw reference codes, in the graph too."""
+def test_cosine_code_knn_option_matches_numpy_and_onnx(table, tmp_path):
+    """``knn_metric="cosine"`` (the spec's s_knn): mean cosine distance to the K nearest reference codes (1 for a
+    zero code), leave-self-out on the fit set, in the graph too."""
     X, _ = table
-    det = registry.create("sae_ood", random_state=0, knn_metric="euclidean", **FAST).fit(X)
+    det = registry.create("sae_ood", random_state=0, knn_metric="cosine", ref_cap=120, **FAST).fit(X)
     out = det.score_output(X)
     code = out.components["code"].astype(np.float64)
     refs = det.model_.knn.refs.numpy().astype(np.float64)
-    dist = np.sqrt(np.maximum(((code[:, None, :] - refs[None]) ** 2).sum(-1), 0))
-    expected = np.sort(dist, axis=1)[:, :det.n_neighbors_].mean(axis=1)
-    np.testing.assert_allclose(out.components["s_knn"], expected, rtol=1e-3, atol=1e-3)
-    art = load_artifact(det.save_artifact(tmp_path / "euclid"))
+    cn = code / np.maximum(np.linalg.norm(code, axis=1, keepdims=True), 1e-30)
+    rn = refs / np.maximum(np.linalg.norm(refs, axis=1, keepdims=True), 1e-30)
+    sims = cn @ rn.T
+    expected = 1 - np.sort(sims, axis=1)[:, ::-1][:, :det.n_neighbors_].mean(axis=1)
+    expected[np.linalg.norm(code, axis=1) == 0] = 1.0
+    np.testing.assert_allclose(out.components["s_knn"], expected, rtol=1e-4, atol=1e-5)
+    own = det._own_ref
+    sims[own >= 0, own[own >= 0]] = -np.inf
+    knn = 1 - np.sort(sims, axis=1)[:, ::-1][:, :det.n_neighbors_].mean(axis=1)
+    knn[np.linalg.norm(code, axis=1) == 0] = 1.0
+    np.testing.assert_allclose(det.decision_scores_, out.score + (knn - out.components["s_knn"]) / det.scales_["knn"],
+                               rtol=1e-5, atol=1e-6)
+    art = load_artifact(det.save_artifact(tmp_path / "cosine"))
     np.testing.assert_allclose(art.score(X).score, out.score, rtol=1e-4, atol=1e-6)
+    assert read_manifest(tmp_path / "cosine")["extra"]["sae"]["knn_metric"] == "cosine"
     with pytest.raises(ValueError, match="knn_metric"):
         registry.create("sae_ood", knn_metric="manhattan").fit(X)
+
+
+def test_scoring_variants_share_one_training(table, tmp_path, monkeypatch):
+    """With the training cache on, score_components / knn_metric / ref_trim variants reuse one trained SAE and
+    score like a fresh training; a training parameter (k) trains again."""
+    X, _ = table
+    monkeypatch.setenv("AEGUARD_TRAIN_CACHE", str(tmp_path))
+    first = registry.create("sae_ood", random_state=0, **FAST).fit(X)
+    variant = {"score_components": "rec", "knn_metric": "cosine", "ref_trim": True}
+    second = registry.create("sae_ood", random_state=0, **variant, **FAST).fit(X)
+    assert first.history_["cache"] == "miss" and second.history_["cache"] == "hit"
+    monkeypatch.delenv("AEGUARD_TRAIN_CACHE")
+    fresh = registry.create("sae_ood", random_state=0, **variant, **FAST).fit(X)
+    np.testing.assert_allclose(second.decision_function(X), fresh.decision_function(X), rtol=1e-5, atol=1e-6)
+    monkeypatch.setenv("AEGUARD_TRAIN_CACHE", str(tmp_path))
+    assert registry.create("sae_ood", random_state=0, k=1, **FAST).fit(X).history_["cache"] == "miss"

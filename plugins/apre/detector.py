@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,11 +22,6 @@ VAR_FLOORS = ("none", "shift")
 #: fit sets at least this large train feature-major (see ``ProbabilisticAutoEncoder.forward_t``)
 FEATURE_MAJOR_ROWS = 10000
 
-#: bump when training code changes, so cached weights of older code are not reused
-TRAINING_VERSION = 2
-
-#: everything training depends on besides the data and the seed (the key of the optional training cache)
-TRAINING_PARAMS = ("epochs", "lr", "batch_size", "val_fraction", "early_stopping", "restore_best", "epochs_per_step")
 
 
 class APREDetector(MSSMixin, DeepDetector):
@@ -63,6 +57,9 @@ class APREDetector(MSSMixin, DeepDetector):
     #: types and ranges of the hyperparameters (aeguard.core.params); the mss* ones come from MSSMixin
     #: images go through the flattened path, standardized per channel (aeguard.core.deep.ImageStandardize)
     modalities: ClassVar[tuple[str, ...]] = ("tabular", "image")
+    #: training is PRE with a = b = 1 whatever the score weights; the floor is a scoring rule
+    scoring_params: ClassVar[frozenset[str]] = frozenset({"alpha", "beta", "var_floor"})
+    training_version: ClassVar[int] = 3
     param_spec: ClassVar[dict[str, Spec]] = {
         **TRAINING_SPEC, "alpha": Float(low=0), "beta": Float(low=0),
         "var_floor": Choice(choices=VAR_FLOORS, none=True, none_means="'none'"), "faithful": Bool(),
@@ -115,24 +112,8 @@ class APREDetector(MSSMixin, DeepDetector):
     # --- DeepDetector hooks --------------------------------------------------------------------------
 
     def _train(self, model: nn.Module, data: FitData) -> dict[str, Any]:
-        """Lightning training, reused from ``AEGUARD_TRAIN_CACHE`` when an identical fit was trained before
-        (scoring parameters such as alpha, beta and mss* are not part of the key: training never sees them)."""
-        from aeguard.plugins.apre.cache import cached_training, training_key
-
-        z_train, z_val = data.z_train, data.z_val
-        parts = {"version": TRAINING_VERSION, "class": type(model).__qualname__, "n_features": int(z_train.shape[1]),
-                 "seed": int(data.seed), "device": self.device_,
-                 **{name: self._param(name, None) for name in TRAINING_PARAMS}}
-        if z_val is None or len(z_val) == 0:  # without a hold-out these two cannot change training
-            parts.update(early_stopping=None, restore_best=False)
-        key = training_key(parts, [z_train, z_val])
-        def train() -> dict[str, Any]:
-            cpu = time.process_time()
-            history = super(APREDetector, self)._train(model, data)
-            return {**history, "train_cpu_seconds": round(time.process_time() - cpu, 4)}
-
         try:
-            return cached_training(key, model, train)
+            return super()._train(model, data)
         finally:
             self.__dict__.pop("_zt_last", None)
 

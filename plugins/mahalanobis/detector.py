@@ -169,6 +169,8 @@ class MahalanobisDetector(MSSMixin, DeepDetector):
     #: images arrive as flat standardized rows (the base's per-channel statistics); the model reshapes them
     modalities: ClassVar[tuple[str, ...]] = ("tabular", "image")
     #: types and ranges of the hyperparameters (aeguard.core.params); the mss* ones come from MSSMixin
+    #: fitted after training on the encoded rows; the network never sees them
+    scoring_params: ClassVar[frozenset[str]] = frozenset({"covariance", "scale", "terms", "class_mode"})
     param_spec: ClassVar[dict[str, Spec]] = {
         **TRAINING_SPEC, "latent": Int(low=1, none=True, none_means="clip(D // 4, 2, 32); images 32"),
         "covariance": Choice(choices=COVARIANCES), "scale": Choice(choices=SCALES),

@@ -7,8 +7,8 @@ normalisation -> encoder -> ``TopK`` -> ``ReLU`` -> ``ScatterElements`` (the spa
 profiles and an in-graph Spearman correlation (average ranks from pairwise comparisons).
 
 Two modules are declared ``keep_fp32``: :class:`TopKEncoder` (everything that feeds the TopK selection; INT8
-rounding of the pre-activations changes which latents fire) and :class:`CodeKNN` (cosine similarities against
-the reference codes, ranked by TopK). The decoder may be quantised.
+rounding of the pre-activations changes which latents fire) and :class:`CodeKNN` (Euclidean, by default, or
+cosine similarities against the reference codes, ranked by TopK). The decoder may be quantised.
 """
 
 from __future__ import annotations
@@ -67,15 +67,16 @@ class TopKEncoder(nn.Module):
 class CodeKNN(nn.Module):
     """Mean distance of a code to its K nearest reference codes; declared FP32 (ranked by TopK).
 
-    ``metric="cosine"`` (the spec): ``1 - cos``, 1 for a zero code; the reference codes and their inverse norms
-    are graph constants (a zero reference code gets inverse norm 0: similarity 0 with everything).
-    ``metric="euclidean"`` (aeguard option): Euclidean distance between the raw codes, which keeps the code's
-    magnitude (cosine is scale-free, see docs/sae_ood.md); the squared reference norms are constants.
+    ``metric="euclidean"`` (the detector's default, an aeguard departure from the spec): Euclidean distance
+    between the raw codes, which keeps the code's magnitude (cosine is scale-free and ranks below chance, see
+    docs/sae_ood.md); the squared reference norms are constants.
+    ``metric="cosine"`` (the spec's ``s_knn``): ``1 - cos``, 1 for a zero code; the reference codes and their
+    inverse norms are graph constants (a zero reference code gets inverse norm 0: similarity 0 with everything).
     """
 
     keep_fp32 = True
 
-    def __init__(self, refs: np.ndarray, n_neighbors: int, metric: str = "cosine") -> None:
+    def __init__(self, refs: np.ndarray, n_neighbors: int, metric: str = "euclidean") -> None:
         super().__init__()
         refs64 = np.asarray(refs, dtype=np.float64)
         norms = np.linalg.norm(refs64, axis=1)

@@ -1,12 +1,14 @@
 """Opt-in cache of trained weights, so scoring variants of one trained network are not retrained.
 
-The ablation rows of the benchmark (``apre`` with NLL, WNLL, MSS m = 1, 2, 3) differ only in how the trained
-PAE is scored: training never sees ``alpha``, ``beta`` or the ``mss*`` parameters. With the environment
-variable ``AEGUARD_TRAIN_CACHE`` set to a folder, a fit stores its trained weights and history under a key
-made of everything training depends on (model class and width, resolved training parameters, seed, the exact
-standardized training and validation bytes, torch version), and an identical later fit loads them instead of
-training again. Results are those of a fresh training run (CPU training is deterministic); only the fit time
-differs, which the manifest history records as ``cache: "hit"``.
+Many ablation rows of the benchmark differ only in how a trained network is scored (``apre`` with NLL, WNLL,
+MSS m = 1, 2, 3; ``mahalanobis`` with another covariance, scale or term): training never sees those
+parameters, which a detector declares as ``scoring_params`` (:class:`aeguard.core.deep.DeepDetector`). With
+the environment variable ``AEGUARD_TRAIN_CACHE`` set to a folder, every deep fit stores its trained weights
+and history under a key made of everything else training could depend on (detector and model class, the
+initial weights, every other resolved parameter, seed, device, the exact standardized training and validation
+bytes and class labels, torch version), and an identical later fit loads them instead of training again.
+Results are those of a fresh training run (CPU training is deterministic); only the fit time differs, which
+the manifest history records as ``cache: "hit"``. Unset (the default), nothing is stored.
 
 Concurrent workers: the first one to claim a key trains while holding a lock file; the others wait for its
 result (or take over when the holder's process is gone), so no work is done twice.
