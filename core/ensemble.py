@@ -14,11 +14,12 @@ How, in four steps (``DeepDetector._fit``):
    (``torch.func.stack_module_state``), the stage's own loss runs per member under ``torch.func.vmap`` +
    ``functional_call`` and the member losses are summed, so each member gets exactly its own gradient
    (Adam is element-wise: stacked Adam = M independent Adams). One Lightning fit per stage, as for one model.
-   Early stopping is **per member**: each member keeps its own best validation loss, epoch and (with
-   ``restore_best``) weights; the stage stops when every member has gone ``patience`` epochs without improving
-   its own loss. A stage that builds its own tensors from the model or has ``after_backward``/``after_step``
-   hooks cannot be batched that way: its members are trained one after the other (same result per member,
-   M times the cost), recorded as ``training: "sequential"`` in the manifest.
+   Early stopping: the stage stops when the **mean** member validation loss has not improved for ``patience``
+   epochs; with ``restore_best`` each member gets back its **own** best weights (its own lowest validation
+   loss). Waiting for every member instead (per-member stopping) runs to the slowest of the five.
+   A stage that builds its own tensors from the model or has ``after_backward``/``after_step`` hooks cannot be
+   batched that way: its members are trained one after the other (same result per member, M times the cost),
+   recorded as ``training: "sequential"`` in the manifest.
 3. **Common scale.** After ``fit_after_training`` and ``make_target`` per member (a mean-shift target depends on
    the data and seed only, so it is computed once and shared), member ``i``'s fit-set scores give a centre
    ``c_i`` (median) and a scale ``s_i`` (1.4826 x MAD; the standard deviation if the MAD is 0, else 1).
@@ -233,6 +234,6 @@ def train_members(detector: Any, members: Members, data: Any) -> dict[str, Any]:
             for name, p in member.named_parameters():
                 p.copy_(trained[name][i])
     history["ensemble"] = {"n_members": n, "training": "vectorised",
-                           "early_stopping": "per member (own validation loss, own best weights); the stage "
-                                             "stops when every member is out of patience"}
+                           "early_stopping": "on the mean member validation loss; best weights restored per "
+                                             "member (each at its own lowest validation loss)"}
     return history

@@ -45,8 +45,14 @@ class _EarlyStop:
 
 
 class _MemberEarlyStop:
-    """:class:`_EarlyStop` per stacked member (``aeguard.core.ensemble``): each member keeps its own best loss,
-    epoch and weights (rows of the stacked parameters); stop when every member is out of patience."""
+    """Early stopping of stacked members (``aeguard.core.ensemble``): the stage stops when the **mean** of the
+    member validation losses has not improved for ``patience`` epochs, and each member keeps its **own** best
+    weights (the rows of the stacked parameters at its own lowest validation loss).
+
+    Why the mean decides when to stop: the members run as one batched model, so a member that stopped alone
+    would still be computed; waiting for the slowest member (per-member stopping) made 5 members of ``apre``
+    cost 6.5x one on mammography, since the slowest of five runs far longer than a typical one.
+    """
 
     def __init__(self, patience: int | None, keep_best: bool, n_members: int) -> None:
         self.patience = patience
@@ -54,18 +60,24 @@ class _MemberEarlyStop:
         self.n_members = n_members
         self.bests = torch.full((n_members,), math.inf, dtype=torch.float64)
         self.epochs = torch.zeros(n_members, dtype=torch.long)
+        self.best_mean = math.inf
+        self.mean_epoch = 0
         self.state: dict[str, torch.Tensor] | None = None
 
     @property
     def best(self) -> float:
-        return float(self.bests.mean())
+        return self.best_mean
 
     @property
     def epoch(self) -> list[int]:
+        """Each member's best epoch (the weights it keeps with ``restore_best``)."""
         return [int(e) for e in self.epochs]
 
     def update(self, values: torch.Tensor, epoch: int, model: nn.Module) -> bool:
         values = values.detach().double().cpu().reshape(self.n_members)
+        mean = float(values.mean())
+        if mean < self.best_mean:
+            self.best_mean, self.mean_epoch = mean, epoch
         better = values < self.bests
         if bool(better.any()):
             self.bests = torch.where(better, values, self.bests)
@@ -76,11 +88,11 @@ class _MemberEarlyStop:
                 if self.state is None:
                     self.state = current
                 else:
-                    rows = better.to(next(iter(current.values())).device) if current else better
                     for k, v in current.items():
                         if k in stacked:
+                            rows = better.to(v.device)
                             self.state[k][rows] = v[rows]
-        return self.patience is not None and bool(((epoch - self.epochs) >= self.patience).all())
+        return self.patience is not None and epoch - self.mean_epoch >= self.patience
 
 
 class _StageModule(pl.LightningModule):
