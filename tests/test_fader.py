@@ -190,8 +190,8 @@ def test_bad_values_are_refused_naming_the_parameter(wide_table):
             FaderDetector(**{name: value}).fit(X)
         with pytest.raises(ParamError, match=name):
             registry.build_detector("fader", {name: str(value)})
-    with pytest.raises(ValueError, match="n_masks"):
-        build(n_masks=9).fit(X)  # more masks than the 8 groups
+    clipped = build(n_masks=9, attenuation=False).fit(X)  # more masks than the 8 groups: one group per mask
+    assert clipped.model_.n_masks == 8 and clipped.manifest_extra()["fader"]["n_masks"] == 8
     with pytest.raises(ValueError, match="patch_size"):
         build(patch_size=4).fit(np.zeros((4, 1, 10, 10), np.uint8) + np.arange(4, dtype=np.uint8)[:, None, None, None])
 
