@@ -241,3 +241,23 @@ def test_scoring_variants_share_one_training(table, tmp_path, monkeypatch):
     np.testing.assert_allclose(second.decision_function(X), fresh.decision_function(X), rtol=1e-5, atol=1e-6)
     monkeypatch.setenv("AEGUARD_TRAIN_CACHE", str(tmp_path))
     assert registry.create("sae_ood", random_state=0, k=1, **FAST).fit(X).history_["cache"] == "miss"
+
+
+@pytest.mark.parametrize("params", [{}, {"knn_metric": "cosine"}, {"input_mode": "embedding"},
+                                    {"score_components": "rec+knn+cap"}])
+def test_legacy_opset17_export_matches_fp32(params, tmp_path):
+    """The legacy (opset 17) variant converts in every mode (no ReduceMean / ReduceMax in the graph) and scores
+    like the opset-18 graph."""
+    from aeguard.edge.variants import export_variant
+
+    X = np.abs(skewed(200, 8))
+    det = registry.create("sae_ood", random_state=0, **params, **FAST)
+    if "cap" in params.get("score_components", ""):
+        det.fit(X, classes=(X[:, 0] > np.median(X[:, 0])).astype(int))
+    else:
+        det.fit(X)
+    fp32 = det.save_artifact(tmp_path / "fp32")
+    legacy = load_artifact(export_variant(fp32, tmp_path / "legacy", legacy=True))
+    assert legacy.manifest["graph"]["opset"] == 17
+    np.testing.assert_allclose(legacy.score(X).score, load_artifact(fp32).score(X).score, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(load_artifact(fp32).score(X).score, det.decision_function(X), rtol=1e-4, atol=1e-6)
