@@ -35,6 +35,8 @@ inside ``training_step``; Lightning still owns device placement, seeding and the
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import logging
 import math
 import os
@@ -49,6 +51,7 @@ import torch
 from torch import nn
 
 from aeguard.core.base import BaseDetector, ScoreOutput
+from aeguard.core.params import Int, Spec
 
 _LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
 
@@ -132,6 +135,9 @@ class Stage:
     after_backward: Callable[[nn.Module], None] | None = None
     after_step: Callable[[nn.Module], None] | None = None
     epochs_per_step: int = 50
+    #: set by the base's ensemble trainer (``aeguard.core.ensemble``), never by a plugin: the number of stacked
+    #: members; ``val_loss`` then returns one loss per member and early stopping runs per member
+    members: int = 0
 
     def check(self) -> None:
         """Refuse settings the loop cannot run, naming the stage and the setting."""
@@ -298,6 +304,35 @@ class DeepDetector(BaseDetector):
     """
 
     exportable = True
+    #: hyperparameters the base adds to every subclass's signature (keyword-only, after the class's own), so
+    #: ``get_params``/``clone``/``--param`` see them without any plugin declaring them: ``n_members`` networks
+    #: trained together and combined in one graph (``aeguard.core.ensemble``); 1 is the single model, unchanged
+    ensemble_params: ClassVar[dict[str, Any]] = {"n_members": 1}
+    param_spec: ClassVar[dict[str, Spec]] = {"n_members": Int(low=1)}
+    n_members: int = 1
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        sig = inspect.signature(init)
+        missing = {n: v for n, v in DeepDetector.ensemble_params.items() if n not in sig.parameters}
+        if not missing:  # declared by the class itself, or a wrapper (with_mss) that copied a wrapped signature
+            return
+
+        @functools.wraps(init)
+        def __init__(self: Any, *args: Any, **params: Any) -> None:
+            values = {n: params.pop(n, default) for n, default in missing.items()}
+            init(self, *args, **params)
+            for n, value in values.items():
+                setattr(self, n, value)
+
+        own = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+        added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=v) for n, v in missing.items()]
+        __init__.__signature__ = sig.replace(parameters=own + added)  # type: ignore[attr-defined]
+        cls.__init__ = __init__  # type: ignore[method-assign]
+
     #: what the model takes from image inputs: "flat" rows (B, C*H*W) or "chw" tensors (B, C, H, W); the base
     #: standardizes per channel either way (:class:`ImageStandardize`). Images reach a plugin only when its class
     #: lists "image" in ``modalities``.
@@ -340,7 +375,10 @@ class DeepDetector(BaseDetector):
 
     def manifest_extra(self) -> dict[str, Any]:
         """Manifest block of the fit: the split (and each plugin adds its own by extending this)."""
-        return {"split": dict(self.split_)} if hasattr(self, "split_") else {}
+        extra: dict[str, Any] = {"split": dict(self.split_)} if hasattr(self, "split_") else {}
+        if getattr(self, "ensemble_", None):
+            extra["ensemble"] = dict(self.ensemble_)
+        return extra
 
     # --- helpers for the base --------------------------------------------------------------------
     #: settings that ``faithful=True`` imposes (a paper's own), read through :meth:`_param`
@@ -394,13 +432,21 @@ class DeepDetector(BaseDetector):
 
     def _train(self, model: nn.Module, data: FitData) -> dict[str, Any]:
         """Run the stages with Lightning; with ``AEGUARD_TRAIN_CACHE`` set, an identical earlier training is
-        loaded instead (``aeguard.core.training_cache``)."""
+        loaded instead (``aeguard.core.training_cache``).
+
+        ``model`` is the plugin's network, or the :class:`~aeguard.core.ensemble.Members` of an ensemble, trained
+        together (``aeguard.core.ensemble.train_members``); ``n_members`` is a training parameter (in the key),
+        and the key's initial weights are every member's."""
+        from aeguard.core.ensemble import Members, train_members
         from aeguard.core.training import train_stages
         from aeguard.core.training_cache import cache_dir, cached_training
 
         def train() -> dict[str, Any]:
             cpu = time.process_time()
-            history = train_stages(self, model, self.stages(model, data), data)
+            if isinstance(model, Members):
+                history = train_members(self, model, data)
+            else:
+                history = train_stages(self, model, self.stages(model, data), data)
             return {**history, "train_cpu_seconds": round(time.process_time() - cpu, 4)}
 
         if cache_dir() is None:
@@ -408,6 +454,9 @@ class DeepDetector(BaseDetector):
         return cached_training(self._training_key(model, data), model, train)
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None, classes: np.ndarray | None = None) -> None:
+        from aeguard.core.ensemble import check_n_members
+
+        n_members = check_n_members(self.n_members)
         seed = self.seed_
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
@@ -429,6 +478,10 @@ class DeepDetector(BaseDetector):
                        "val_fraction": float(self._param("val_fraction", 0.0) or 0.0)}
         self.prepare(data)
         model = self.build_model(data)
+        if n_members > 1:
+            self._fit_ensemble(model, data, n_members)
+            return
+        self.ensemble_ = None
         self.history_ = self._train(model, data)
         model = model.to("cpu").eval()
         with torch.no_grad():
@@ -437,6 +490,42 @@ class DeepDetector(BaseDetector):
         self.model_ = model
         self.target_ = target
         self._fit_targets = fit_targets
+        self._build_graph()
+
+    def _fit_ensemble(self, first: nn.Module, data: FitData, n_members: int) -> None:
+        """``n_members`` networks (member 0 = ``first``, the single model's), trained together, each finished by
+        the plugin's own hooks, then combined on a common scale in one model (``aeguard.core.ensemble``)."""
+        from aeguard.core.ensemble import EnsembleModel, Members, fit_scales, member_seed
+
+        models = [first]
+        for i in range(1, n_members):
+            torch.manual_seed(member_seed(data.seed, i))
+            models.append(self.build_model(data))
+        torch.manual_seed(data.seed)
+        members = Members(models)
+        self.history_ = self._train(members, data)
+        targets: list[tuple[nn.Module | None, np.ndarray | None]] = []
+        for model in models:
+            model.to("cpu").eval()
+            with torch.no_grad():
+                self.fit_after_training(model, data)
+            targets.append(self.make_target(model, data))
+        target, fit_targets = targets[0]
+        for _, other in targets[1:]:
+            same = (other is None) == (fit_targets is None) and (other is None or np.array_equal(other, fit_targets))
+            if not same:
+                raise ValueError(f"{type(self).__name__}: n_members > 1 needs one target shared by all members, "
+                                 "but this detector's make_target gave different targets per member")
+        centers, scales, n_contrib = fit_scales(models, data.z, fit_targets)
+        self.model_ = EnsembleModel(models, centers, scales, n_contrib).eval()
+        self.target_ = target
+        self._fit_targets = fit_targets
+        training = self.history_.get("ensemble", {})
+        self.ensemble_ = {
+            "n_members": n_members, "member_seeds": [member_seed(data.seed, i) for i in range(n_members)],
+            "combination": "mean over members of (score - median) / (1.4826 MAD), fit-set statistics per member",
+            "centers": centers, "scales": scales, **{k: v for k, v in training.items() if k != "n_members"},
+        }
         self._build_graph()
 
     def _build_graph(self) -> None:

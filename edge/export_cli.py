@@ -118,8 +118,9 @@ BENCH_VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def bench_one(spec: str, dataset: str, seed: int, data_dir: str | None, workdir: Path, threads: int,
-              latency: bool) -> dict[str, Any]:
-    """Fit ``spec`` on one protocol split, export every variant and compare it with FP32 on the test split."""
+              latency: bool, source: str | None = None) -> dict[str, Any]:
+    """Fit ``spec`` on one protocol split, export every variant and compare it with FP32 on the test split
+    (``source``: what the loader reads, e.g. an .npz path of a folder suite; default the ODDS name)."""
     import numpy as np
 
     from aeguard.benchmark.cells import build_detector, load_labelled
@@ -129,7 +130,7 @@ def bench_one(spec: str, dataset: str, seed: int, data_dir: str | None, workdir:
     from aeguard.core.metrics import average_precision, roc_auc
     from aeguard.edge.variants import export_variant, spearman
 
-    X, y = load_labelled(dataset, data_dir)
+    X, y = load_labelled(source or dataset, data_dir)
     X_fit, X_test, _, y_test = make_split(X, y, seed)
     detector = build_detector(spec, seed)
     start = time.perf_counter()
@@ -205,30 +206,34 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def bench_edge(
     detectors: str = typer.Option("onnx", "--detectors",
                                   help="Comma-separated specs, or 'onnx' for every detector that exports ONNX."),
-    datasets: str = typer.Option(None, "--datasets", help="Comma-separated ODDS names (default: all present)."),
+    suite: str = typer.Option("odds", "--suite", help="'odds' or a folder of .npz files (X, y with 1 = outlier), "
+                              "as in `aeguard benchmark --suite`."),
+    datasets: str = typer.Option(None, "--datasets", help="Comma-separated dataset names (default: all present)."),
     seeds: int = typer.Option(1, "--seeds", help="Seeds per dataset (0..N-1)."),
     data_dir: Path = typer.Option(None, "--data-dir", help="ODDS folder (default: AEGUARD_DATA or the cache)."),
     threads: int = typer.Option(1, "--threads", help="onnxruntime intra-op threads for scoring and latency."),
     output: Path = typer.Option(Path("docs/benchmarks/edge.json"), "-o", "--output", help="JSON results file."),
 ) -> None:
-    """INT8 vs FP32 on the ODDS protocol split: ROC-AUC change, model sizes, 1-row and 1,000-row latency."""
+    """INT8 vs FP32 on the benchmark protocol split (ODDS or a folder suite): ROC-AUC change, model sizes, 1-row
+    and 1,000-row latency."""
     from aeguard.benchmark.protocol import parse_detector_list
     from aeguard.benchmark.runner import resolve_suite
     from aeguard.core import registry
 
     exportable = [n for n, r in registry.detectors().items() if r.exports_onnx]
     specs = exportable if detectors == "onnx" else parse_detector_list(detectors, list(registry.detectors()))
-    suite = resolve_suite("odds", data_dir, [d.strip() for d in datasets.split(",")] if datasets else None)
-    names = [e.name for e in sorted(suite.datasets, key=lambda e: e.n * e.d)]
+    resolved = resolve_suite(suite, data_dir, [d.strip() for d in datasets.split(",")] if datasets else None)
+    entries = sorted(resolved.datasets, key=lambda e: e.n * e.d)
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="aeguard-bench-edge-") as tmp:
         for spec in specs:
-            for name in names:
+            for entry in entries:
+                name = entry.name
                 for seed in range(seeds):
                     try:
-                        row = bench_one(spec, name, seed, str(suite.data_dir), Path(tmp) / spec, threads,
-                                        latency=seed == 0)
+                        row = bench_one(spec, name, seed, str(resolved.data_dir) if resolved.data_dir else None,
+                                        Path(tmp) / spec, threads, latency=seed == 0, source=entry.source)
                     except Exception as exc:  # noqa: BLE001 - one failed cell must not lose the others
                         row = {"detector": spec, "dataset": name, "seed": seed, "error": f"{type(exc).__name__}: "
                                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"}
@@ -240,8 +245,9 @@ def bench_edge(
                                           f"per-batch {auc['int8_per_batch']:.4f}", highlight=False)
                     rows.append(row)
     ok = [r for r in rows if "error" not in r]
-    result = {"command": "aeguard bench-edge", "protocol": "benchmark.protocol.make_split (60/40 stratified, "
-              "fit cap 20,000); exported variants keep the FP32 threshold", "variants": BENCH_VARIANTS,
+    result = {"command": "aeguard bench-edge", "suite": suite,
+              "protocol": "benchmark.protocol.make_split (60/40 stratified, fit cap 20,000); exported variants keep "
+              "the FP32 threshold", "variants": BENCH_VARIANTS,
               "seeds": seeds, "threads": threads,
               "machine": {"platform": platform.platform(), "processor": _cpu_model(),
                           "python": platform.python_version()},

@@ -43,6 +43,13 @@ def aeguard_detectors() -> list[DetectorRecord]:
             description="CBNet-style converting AE + tiny classifier: distance to the nearest prototype + entropy",
             modalities=("tabular", "image"), accepts_classes=True, mss_compatible=False,
         ),
+        # tabular score: a per-feature sum of errors against the target (fader.md section 5), so MSS applies
+        DetectorRecord(
+            name="fader", target="aeguard.plugins.fader.detector:FaderDetector",
+            description="FADeR-style inpainting AE: one deterministic mask, skip connections attenuated by a "
+                        "two-layer MLP",
+            modalities=("tabular", "image"), mss_compatible=True,
+        ),
         DetectorRecord(
             name="mahalanobis", target="aeguard.plugins.mahalanobis.detector:MahalanobisDetector",
             description="AE with linear latent: latent Mahalanobis distance + reconstruction error (Denouden et al.)",

@@ -266,14 +266,25 @@ class MSSMixin:
         if not self._mss_enabled():
             self.mss_ = None
             return super().make_target(model, data)  # type: ignore[misc]
-        self.mss_ = fit_mean_shift(data.z, k=self.mss_k, m=self.mss_m, max_ref=self.mss_max_ref,
-                                   cap_k=self.mss_cap_k, seed=self.seed_)
+        # The shift depends on the data, the mss* settings and the seed only, never on the network: the members
+        # of an ensemble (aeguard.core.ensemble) share one fit, computed for the first and reused in this fit.
+        key = (id(data), self.mss_k, self.mss_m, self.mss_max_ref, self.mss_cap_k, self.seed_)
+        memo = self.__dict__.get("_mss_memo")
+        if memo is not None and memo[0] == key and memo[1] is data:
+            self.mss_ = memo[2]
+        else:
+            self.mss_ = fit_mean_shift(data.z, k=self.mss_k, m=self.mss_m, max_ref=self.mss_max_ref,
+                                       cap_k=self.mss_cap_k, seed=self.seed_)
+            self.__dict__["_mss_memo"] = (key, data, self.mss_)
         return self.mss_.module(), self.mss_.fit_targets
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None, **kwargs: Any) -> None:
         if self._mss_enabled():
             check_mss_params(self.mss_k, self.mss_m, self.mss_max_ref, self.mss_cap_k)
-        super()._fit(X, y, **kwargs)  # type: ignore[misc]
+        try:
+            super()._fit(X, y, **kwargs)  # type: ignore[misc]
+        finally:
+            self.__dict__.pop("_mss_memo", None)
 
     def _score(self, X: np.ndarray) -> ScoreOutput:
         if self.mss_ is None:

@@ -225,3 +225,53 @@ def test_cosine_code_knn_option_matches_numpy_and_onnx(table, tmp_path):
     assert read_manifest(tmp_path / "cosine")["extra"]["sae"]["knn_metric"] == "cosine"
     with pytest.raises(ValueError, match="knn_metric"):
         registry.create("sae_ood", knn_metric="manhattan").fit(X)
+
+
+def test_scoring_variants_share_one_training(table, tmp_path, monkeypatch):
+    """With the training cache on, score_components / knn_metric / ref_trim variants reuse one trained SAE and
+    score like a fresh training; a training parameter (k) trains again."""
+    X, _ = table
+    monkeypatch.setenv("AEGUARD_TRAIN_CACHE", str(tmp_path))
+    first = registry.create("sae_ood", random_state=0, **FAST).fit(X)
+    variant = {"score_components": "rec", "knn_metric": "cosine", "ref_trim": True}
+    second = registry.create("sae_ood", random_state=0, **variant, **FAST).fit(X)
+    assert first.history_["cache"] == "miss" and second.history_["cache"] == "hit"
+    monkeypatch.delenv("AEGUARD_TRAIN_CACHE")
+    fresh = registry.create("sae_ood", random_state=0, **variant, **FAST).fit(X)
+    np.testing.assert_allclose(second.decision_function(X), fresh.decision_function(X), rtol=1e-5, atol=1e-6)
+    monkeypatch.setenv("AEGUARD_TRAIN_CACHE", str(tmp_path))
+    assert registry.create("sae_ood", random_state=0, k=1, **FAST).fit(X).history_["cache"] == "miss"
+
+
+@pytest.mark.parametrize("params", [{}, {"knn_metric": "cosine"}, {"input_mode": "embedding"},
+                                    {"score_components": "rec+knn+cap"}])
+def test_legacy_opset17_export_matches_fp32(params, tmp_path):
+    """The legacy (opset 17) variant converts in every mode (no ReduceMean / ReduceMax in the graph) and scores
+    like the opset-18 graph."""
+    from aeguard.edge.variants import export_variant
+
+    X = np.abs(skewed(200, 8))
+    det = registry.create("sae_ood", random_state=0, **params, **FAST)
+    if "cap" in params.get("score_components", ""):
+        det.fit(X, classes=(X[:, 0] > np.median(X[:, 0])).astype(int))
+    else:
+        det.fit(X)
+    fp32 = det.save_artifact(tmp_path / "fp32")
+    legacy = load_artifact(export_variant(fp32, tmp_path / "legacy", legacy=True))
+    assert legacy.manifest["graph"]["opset"] == 17
+    np.testing.assert_allclose(legacy.score(X).score, load_artifact(fp32).score(X).score, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(load_artifact(fp32).score(X).score, det.decision_function(X), rtol=1e-4, atol=1e-6)
+
+
+def test_size_rules_relative_to_d():
+    """``k="d/8"`` and ``n_latents="16d"``: one benchmark spec string per ablation on datasets of any width."""
+    from aeguard.benchmark.protocol import parse_detector_spec
+
+    X = skewed(120, 16)
+    _, name, params = parse_detector_spec("sae_ood(k=d/8, n_latents=4d, epochs=2)")
+    det = registry.create(name, random_state=0, **params).fit(X)
+    assert (det.k_, det.n_latents_) == (2, 64)
+    assert registry.create("sae_ood", random_state=0, k="d/2", epochs=2).fit(X).k_ == 8
+    for bad in ("d/0", "x/8", "8x"):
+        with pytest.raises(ValueError, match="k must be"):
+            registry.create("sae_ood", k=bad).fit(X)

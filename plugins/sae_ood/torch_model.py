@@ -30,6 +30,15 @@ def layer_norm(x: torch.Tensor) -> torch.Tensor:
     return x / (x.std(dim=-1, keepdim=True) + LN_EPS)
 
 
+def layer_norm_graph(x: torch.Tensor) -> torch.Tensor:
+    """:func:`layer_norm` from sums only: opset-18 ``ReduceMean`` does not convert to the legacy opset 17 (onnx's
+    version converter rejects its ``noop_with_empty_axes``), ``ReduceSum`` does. Equal to :func:`layer_norm` up to
+    float rounding (the mean is bit-identical, torch's fused std differs by about 1 ulp)."""
+    d = x.shape[-1]
+    x = x - x.sum(dim=-1, keepdim=True) / d
+    return x / (torch.sqrt((x * x).sum(dim=-1, keepdim=True) / max(d - 1, 1)) + LN_EPS)
+
+
 def topk_code(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``z = scatter(idx, ReLU(v))`` with ``(idx, v) = TopK(pre, k)``: the code, indices and (ReLU'd) values."""
     top = torch.topk(pre, k=k, dim=-1)
@@ -53,7 +62,11 @@ class TopKEncoder(nn.Module):
         self.layer_norm = bool(layer_norm)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return layer_norm(x) if self.layer_norm else x
+        """Training steps use torch's ``std`` (so trainings, and the training cache, stay bit-identical); scoring
+        and the exported graph use the sum form that converts to the legacy opset."""
+        if not self.layer_norm:
+            return x
+        return layer_norm(x) if self.training else layer_norm_graph(x)
 
     def pre_act(self, x_n: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(x_n - self.pre_bias, self.weight, self.latent_bias)
@@ -102,9 +115,11 @@ class CodeKNN(nn.Module):
 
     def distance(self, sims: torch.Tensor, nonzero: torch.Tensor) -> torch.Tensor:
         top = torch.topk(sims, self.n_neighbors, dim=1).values
+        # sums / K, not ``.mean``: opset-18 ReduceMean does not convert to the legacy opset 17 (onnx's version
+        # converter rejects its ``noop_with_empty_axes``), ReduceSum does
         if self.metric == "euclidean":
-            return torch.sqrt(-top).mean(dim=1)
-        dist = 1.0 - top.mean(dim=1)
+            return torch.sqrt(-top).sum(dim=1) / self.n_neighbors
+        dist = 1.0 - top.sum(dim=1) / self.n_neighbors
         return torch.where(nonzero, dist, torch.ones_like(dist))
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
@@ -145,10 +160,11 @@ class ClassProfiles(nn.Module):
     def forward(self, code: torch.Tensor) -> torch.Tensor:
         values = code[:, self.cap_idx]  # B x C x m
         ranks = average_ranks(values)
-        ranks = ranks - ranks.mean(dim=-1, keepdim=True)
+        ranks = ranks - ranks.sum(dim=-1, keepdim=True) / ranks.shape[-1]  # no ReduceMean (legacy opset 17)
         norm = torch.sqrt((ranks * ranks).sum(dim=-1))
         corr = (ranks * self.cap_ranks).sum(dim=-1) / torch.where(norm > 0, norm, torch.ones_like(norm))
-        return 1.0 - corr.max(dim=1).values
+        # TopK(1), not ``max``: opset-18 ReduceMax does not convert to the legacy opset 17
+        return 1.0 - torch.topk(corr, 1, dim=1).values[:, 0]
 
 
 class SparseAutoencoder(nn.Module):

@@ -1,0 +1,188 @@
+"""Deep ensembles (``n_members``) for every DeepDetector: real Lightning training on small data, real ONNX export
+and onnxruntime, nothing mocked (``aeguard.core.ensemble``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+
+from aeguard.core import registry
+from aeguard.core.artifact import load_artifact
+from aeguard.core.ensemble import MAD_TO_STD, EnsembleModel
+from aeguard.edge.variants import export_variant, spearman
+from conftest import fast_params, make_table
+
+#: full batch and no early stopping, so every member trains the same number of epochs
+SMALL = {"epochs": 40, "epochs_per_step": 10}
+
+
+def _create(name: str, **params):
+    return registry.create(name, random_state=0, **{**fast_params(registry.get(name).cls), **SMALL, **params})
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_table(n_inliers=240, n_outliers=12, d=6, seed=3)
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    """One fitted 3-member ensemble per detector the brief names (apre and ae+mss carry the mean shift)."""
+    X, _ = data
+    return {name: _create(name, n_members=3).fit(X) for name in ("ae", "apre", "ae+mss", "mahalanobis")}
+
+
+def _member_scores(det, X: np.ndarray) -> list[np.ndarray]:
+    """Each member's raw score of X against the detector's own target path (in process)."""
+    z = det.standardize_(torch.from_numpy(X.astype(np.float32)))
+    mss = getattr(det, "mss_", None)
+    t = z if mss is None else torch.from_numpy(mss.shift(z.numpy()))
+    with torch.no_grad():
+        return [m.score_against(z, t)["score"].double().numpy() for m in det.model_.members]
+
+
+@pytest.mark.parametrize("name", ["ae", "apre", "ae+mss", "mahalanobis"])
+def test_ensemble_of_three_trains_vectorised_and_members_differ(name, fitted, data):
+    X, y = data
+    det = fitted[name]
+    assert isinstance(det.model_, EnsembleModel) and det.model_.n_members == 3
+    block = det.manifest_extra()["ensemble"]
+    assert block["n_members"] == 3 and block["training"] == "vectorised" and len(set(block["member_seeds"])) == 3
+    assert det.history_["ensemble"]["training"] == "vectorised"
+    members = [dict(m.named_parameters()) for m in det.model_.members]
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert any(not torch.equal(members[a][k], members[b][k]) for k in members[a]), (name, a, b)
+    scores = det.decision_function(X)
+    assert np.all(np.isfinite(scores)) and scores.shape == (len(X),)
+    assert scores[y == 1].mean() > scores[y == 0].mean()
+
+
+@pytest.mark.parametrize("name", ["ae", "apre", "ae+mss", "mahalanobis"])
+def test_score_is_the_mean_of_robustly_scaled_members_and_explain_sums(name, fitted, data):
+    """score = mean_i (s_i - median_i) / (1.4826 MAD_i) with each member's fit-set statistics; explain sums to it."""
+    X, _ = data
+    det = fitted[name]
+    fit_z = det.standardize_(torch.from_numpy(X.astype(np.float32)))
+    fit_t = fit_z if det._fit_targets is None else torch.from_numpy(det._fit_targets)
+    with torch.no_grad():
+        fit_scores = [m.score_against(fit_z, fit_t)["score"].double().numpy() for m in det.model_.members]
+    centers = [float(np.median(s)) for s in fit_scores]
+    scales = [MAD_TO_STD * float(np.median(np.abs(s - c))) for s, c in zip(fit_scores, centers)]
+    np.testing.assert_allclose(det.ensemble_["centers"], centers, rtol=1e-6)
+    np.testing.assert_allclose(det.ensemble_["scales"], scales, rtol=1e-6)
+    expected = np.mean([(s - c) / k for s, c, k in zip(_member_scores(det, X), centers, scales)], axis=0)
+    score = det.decision_function(X)
+    np.testing.assert_allclose(score, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    np.testing.assert_allclose(det.explain(X).to_numpy().sum(axis=1), score, rtol=1e-4,
+                               atol=1e-5 * np.abs(score).max())
+    np.testing.assert_allclose(det.decision_scores_, expected_fit := np.mean(
+        [(s - c) / k for s, c, k in zip(fit_scores, centers, scales)], axis=0), rtol=1e-4,
+        atol=1e-5 * np.abs(expected_fit).max())
+
+
+@pytest.mark.parametrize("name", ["ae", "apre"])
+def test_vectorised_training_equals_training_each_member_alone(name, data):
+    """Member 0 is the single model's network; stacked full-batch training gives it the same weights."""
+    X, _ = data
+    single = _create(name).fit(X)
+    ens = _create(name, n_members=2).fit(X)
+    z = single.standardize_(torch.from_numpy(X.astype(np.float32)))
+    with torch.no_grad():
+        alone = single.model_.score_against(z, z)["score"].numpy()
+        member0 = ens.model_.members[0].score_against(z, z)["score"].numpy()
+        member1 = ens.model_.members[1].score_against(z, z)["score"].numpy()
+    np.testing.assert_allclose(member0, alone, rtol=1e-4, atol=1e-4 * np.abs(alone).max())
+    assert np.abs(member1 - alone).max() > 1e-3 * np.abs(alone).max()
+
+
+@pytest.mark.parametrize("name", ["ae", "apre", "ae+mss", "mahalanobis"])
+def test_n_members_1_is_the_single_model(name, data):
+    X, _ = data
+    default = _create(name).fit(X)
+    one = _create(name, n_members=1).fit(X)
+    assert default.get_params()["n_members"] == 1 and not isinstance(one.model_, EnsembleModel)
+    assert "ensemble" not in one.manifest_extra()
+    np.testing.assert_array_equal(one.decision_function(X), default.decision_function(X))
+    np.testing.assert_array_equal(one.explain(X).to_numpy(), default.explain(X).to_numpy())
+    assert one.threshold_ == default.threshold_
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.5, True, "three"])
+def test_bad_n_members_is_refused_naming_the_parameter(bad, data):
+    X, _ = data
+    with pytest.raises(ValueError, match="n_members"):
+        _create("ae", n_members=bad).fit(X)
+
+
+def test_n_members_is_a_parameter_of_every_deep_detector():
+    from aeguard.core.deep import DeepDetector
+    from aeguard.core.params import coerce_params
+
+    deep = [r for r in registry.detectors().values() if issubclass(r.cls, DeepDetector)]
+    assert len(deep) >= 4
+    for record in deep:
+        det = record.cls(n_members=4)
+        assert det.get_params()["n_members"] == 4 and clone(det).n_members == 4, record.name
+        assert coerce_params(record.cls, {"n_members": "3"})["n_members"] == 3, record.name
+
+
+@pytest.mark.parametrize("name", ["apre", "ae+mss"])
+@pytest.mark.parametrize("variant", ["fp32", "legacy"])
+def test_one_onnx_graph_matches_torch_and_int8_still_exports(name, variant, fitted, data, tmp_path):
+    X, _ = data
+    det = fitted[name]
+    art = det.save_artifact(tmp_path / name, variant=variant)
+    model = load_artifact(art)
+    onnx_out = model.score(X)
+    torch_out = det.score_output(X)
+    scale = np.abs(torch_out.score).max()
+    np.testing.assert_allclose(onnx_out.score, torch_out.score, rtol=1e-4, atol=1e-4 * scale)
+    np.testing.assert_allclose(onnx_out.contrib, torch_out.contrib, rtol=1e-4, atol=1e-4 * scale)
+    for comp, values in torch_out.components.items():
+        np.testing.assert_allclose(onnx_out.components[comp], values, rtol=1e-4,
+                                   atol=1e-4 * max(1.0, np.abs(values).max()), err_msg=comp)
+    import onnx
+
+    graph = onnx.load(str(art / "model.onnx"))
+    # one mean shift shared by the members: one TopK per level, not one per member
+    assert sum(n.op_type == "TopK" for n in graph.graph.node) == det.mss_m
+    if variant == "fp32":
+        int8 = load_artifact(export_variant(art, tmp_path / f"{name}-int8", int8=True))
+        assert spearman(int8.score(X).score, onnx_out.score) > 0.9
+
+
+def test_mean_shift_is_fitted_once_and_shared(fitted):
+    det = fitted["apre"]
+    assert det.target_ is not None and "_mss_memo" not in det.__dict__
+    floors = [m.var_floor for m in det.model_.members]
+    assert all(torch.equal(floors[0], f) for f in floors[1:])  # the floor is the shift's: same for every member
+
+
+def test_early_stopping_runs_per_member(data):
+    """With a hold-out and patience, each member keeps its own best epoch (recorded per member)."""
+    X, _ = data
+    det = _create("apre", n_members=3, epochs=400, val_fraction=0.2, early_stopping=20, restore_best=True,
+                  epochs_per_step=20).fit(X)
+    best = det.history_["best_epoch"]
+    assert isinstance(best, list) and len(best) == 3 and all(0 < b <= 400 for b in best)
+
+
+def test_stages_with_hooks_train_members_one_after_the_other(data):
+    """A stage that builds its own tensors from the model cannot be stacked: members train in turn (cbnet)."""
+    X, _ = data
+    det = _create("cbnet", n_members=2).fit(X)
+    assert det.ensemble_["training"] == "sequential" and "tensors" in det.ensemble_["why"]
+    s = det.decision_function(X)
+    np.testing.assert_allclose(det.explain(X).to_numpy().sum(axis=1), s, rtol=1e-4, atol=1e-5 * np.abs(s).max())
+
+
+def test_training_cache_keys_on_n_members(data, tmp_path, monkeypatch):
+    X, _ = data
+    monkeypatch.setenv("AEGUARD_TRAIN_CACHE", str(tmp_path / "cache"))
+    first = _create("ae", n_members=2).fit(X)
+    other = _create("ae", n_members=3).fit(X)
+    again = _create("ae", n_members=2).fit(X)
+    assert (first.history_["cache"], other.history_["cache"], again.history_["cache"]) == ("miss", "miss", "hit")
+    np.testing.assert_array_equal(again.decision_function(X), first.decision_function(X))
