@@ -261,3 +261,17 @@ def test_legacy_opset17_export_matches_fp32(params, tmp_path):
     assert legacy.manifest["graph"]["opset"] == 17
     np.testing.assert_allclose(legacy.score(X).score, load_artifact(fp32).score(X).score, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(load_artifact(fp32).score(X).score, det.decision_function(X), rtol=1e-4, atol=1e-6)
+
+
+def test_size_rules_relative_to_d():
+    """``k="d/8"`` and ``n_latents="16d"``: one benchmark spec string per ablation on datasets of any width."""
+    from aeguard.benchmark.protocol import parse_detector_spec
+
+    X = skewed(120, 16)
+    _, name, params = parse_detector_spec("sae_ood(k=d/8, n_latents=4d, epochs=2)")
+    det = registry.create(name, random_state=0, **params).fit(X)
+    assert (det.k_, det.n_latents_) == (2, 64)
+    assert registry.create("sae_ood", random_state=0, k="d/2", epochs=2).fit(X).k_ == 8
+    for bad in ("d/0", "x/8", "8x"):
+        with pytest.raises(ValueError, match="k must be"):
+            registry.create("sae_ood", k=bad).fit(X)
