@@ -190,8 +190,8 @@ def test_bad_values_are_refused_naming_the_parameter(wide_table):
             FaderDetector(**{name: value}).fit(X)
         with pytest.raises(ParamError, match=name):
             registry.build_detector("fader", {name: str(value)})
-    with pytest.raises(ValueError, match="n_masks"):
-        build(n_masks=9).fit(X)  # more masks than the 8 groups
+    clipped = build(n_masks=9, attenuation=False).fit(X)  # more masks than the 8 groups: one group per mask
+    assert clipped.model_.n_masks == 8 and clipped.manifest_extra()["fader"]["n_masks"] == 8
     with pytest.raises(ValueError, match="patch_size"):
         build(patch_size=4).fit(np.zeros((4, 1, 10, 10), np.uint8) + np.arange(4, dtype=np.uint8)[:, None, None, None])
 
@@ -250,3 +250,58 @@ def test_28px_images_use_4x4_patches_and_three_levels(tmp_path):
     assert (multi.score_output(probe).components["mask"] == 1).all()
     np.testing.assert_allclose(load_artifact(multi.save_artifact(tmp_path / "m28")).score(probe).score,
                                multi.decision_function(probe), rtol=1e-4)
+
+
+# --- every path: CLI, INT8, edge, HTTP ---------------------------------------------------------------------
+
+
+def test_int8_edge_cli_and_http_serve_the_fader_graph(fitted, wide_table, digit_fit, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    from aeguard.edge.variants import export_variant, spearman
+
+    X, _ = wide_table
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    det = build().fit(frame)
+    fp32 = det.save_artifact(tmp_path / "fp32")
+    int8 = export_variant(fp32, tmp_path / "int8", int8=True)
+    ref = load_artifact(fp32).score(frame)
+    q = load_artifact(int8).score(frame)
+    assert spearman(ref.score, q.score) > 0.99
+    np.testing.assert_array_equal(np.asarray(q.components["mask"]), np.asarray(ref.components["mask"]))  # FP32 rule
+    frame.to_csv(tmp_path / "x.csv", index=False)
+    edge = Path(sys.executable).parent / "aeguard-edge"
+    done = subprocess.run([str(edge), "score", str(int8), str(tmp_path / "x.csv"), "--components"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    got = pd.read_csv(__import__("io").StringIO(done.stdout))
+    assert list(got.columns) == ["score", "label", "probability", "masked_error"]  # vector outputs stay out
+    np.testing.assert_allclose(got["score"], q.score, rtol=1e-6)
+    pytest.importorskip("bentoml")
+    import httpx
+
+    from aeguard.serving.bench import LocalServer
+
+    image_det, test = digit_fit
+    image_art = image_det.save_artifact(tmp_path / "img")
+    srv = LocalServer([f"tab={fp32}", f"img={image_art}"])
+    try:
+        srv.wait_ready()
+        with httpx.Client(base_url=srv.url, timeout=60.0) as client:
+            r = client.post("/score", json={"rows": frame.iloc[:20].to_dict(orient="records"), "model": "tab",
+                                            "components": True, "explain": True})
+            assert r.status_code == 200, r.text
+            results = r.json()["results"]
+            np.testing.assert_allclose([x["score"] for x in results], ref.score[:20], rtol=1e-6)
+            np.testing.assert_allclose([x["components"]["soft_scores"] for x in results],
+                                       np.asarray(ref.components["soft_scores"])[:20], rtol=1e-5, atol=1e-7)
+            r = client.post("/score", json={"images": test[:4].tolist(), "model": "img", "explain": True})
+            assert r.status_code == 200, r.text
+            expected = load_artifact(image_art).score(test[:4])
+            np.testing.assert_allclose([x["score"] for x in r.json()["results"]], expected.score, rtol=1e-6)
+    finally:
+        srv.stop()

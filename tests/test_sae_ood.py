@@ -261,3 +261,32 @@ def test_legacy_opset17_export_matches_fp32(params, tmp_path):
     assert legacy.manifest["graph"]["opset"] == 17
     np.testing.assert_allclose(legacy.score(X).score, load_artifact(fp32).score(X).score, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(load_artifact(fp32).score(X).score, det.decision_function(X), rtol=1e-4, atol=1e-6)
+
+
+def test_size_rules_relative_to_d():
+    """``k="d/8"`` and ``n_latents="16d"``: one benchmark spec string per ablation on datasets of any width."""
+    from aeguard.benchmark.protocol import parse_detector_spec
+
+    X = skewed(120, 16)
+    _, name, params = parse_detector_spec("sae_ood(k=d/8, n_latents=4d, epochs=2)")
+    det = registry.create(name, random_state=0, **params).fit(X)
+    assert (det.k_, det.n_latents_) == (2, 64)
+    assert registry.create("sae_ood", random_state=0, k="d/2", epochs=2).fit(X).k_ == 8
+    for bad in ("d/0", "x/8", "8x"):
+        with pytest.raises(ValueError, match="k must be"):
+            registry.create("sae_ood", k=bad).fit(X)
+
+
+def test_raw_pixel_images_use_the_pixel_sizes_and_export(tmp_path):
+    """Spec section 7 (a): images flattened, per-channel standardised in the graph, n_latents 1024, k 32."""
+    from sklearn.datasets import load_digits
+
+    imgs = load_digits().images[:200, None].astype(np.float64)  # (N, 1, 8, 8), values 0..16
+    det = registry.create("sae_ood", random_state=0, epochs=5).fit(imgs, pixel_range=(0, 16))
+    assert (det.n_latents_, det.k_) == (1024, 32)
+    code = det.score_output(imgs).components["code"]
+    assert code.shape == (200, 1024) and ((code > 0).sum(axis=1) <= 32).all()
+    art = load_artifact(det.save_artifact(tmp_path / "img"))
+    np.testing.assert_allclose(art.score(imgs).score, det.decision_function(imgs), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="input_mode"):
+        registry.create("sae_ood", input_mode="embedding", epochs=2).fit(imgs, pixel_range=(0, 16))

@@ -94,7 +94,8 @@ class FaderDetector(DeepDetector):
     Parameters beyond the shared deep ones: ``mask_ratio`` q (0.25), ``n_groups`` (8; tables), ``grouping``
     (``correlation`` | ``contiguous``), ``patch_size`` (None: 2 below 16 px, else 4; images), ``width`` (32; the
     first level's channels, images), ``mask_rule`` (``deterministic`` | ``random``), ``n_masks`` (1; K > 1:
-    RIAD-style multi-mask), ``attenuation`` (True; False: the stage-A base), ``gate`` (``unit`` | ``scalar``),
+    RIAD-style multi-mask, at most one mask per group/patch),
+    ``attenuation`` (True; False: the stage-A base), ``gate`` (``unit`` | ``scalar``),
     ``skip_levels_at_inference`` (``all`` | ``deep``), ``active_rounds`` (2), ``active_top_frac`` (0.05),
     ``corruption_prob`` (0.5), ``lam`` (1), ``epochs`` (stage A, 100), ``epochs_b`` (per stage-B round, 20),
     ``batch_size`` (None: 256 for tables, 64 for images), ``image_score`` (``max`` of the blurred error map |
@@ -194,11 +195,10 @@ class FaderDetector(DeepDetector):
         self.edges_, self.centres_ = quartile_hint(z)
 
     def build_model(self, data: FitData) -> nn.Module:
-        common = dict(mask_ratio=float(self.mask_ratio), mask_rule=self.mask_rule, n_masks=int(self.n_masks),
+        # more disjoint masks than groups/patches cannot exist (http, smtp: 3 features): one unit per mask
+        self.n_masks_ = int(min(int(self.n_masks), max(1, self.n_units_)))
+        common = dict(mask_ratio=float(self.mask_ratio), mask_rule=self.mask_rule, n_masks=self.n_masks_,
                       gate=self.gate, seed=int(data.seed))
-        if self.n_masks > max(1, self.n_units_):
-            raise ValueError(f"n_masks must be at most the number of groups/patches ({self.n_units_}), "
-                             f"got {self.n_masks}")
         if self._image(data):
             c, h, w = data.input_shape
             sigma = self.blur_sigma if self.blur_sigma is not None else (1.0 if min(h, w) >= 16 else 0.5)
@@ -303,7 +303,8 @@ class FaderDetector(DeepDetector):
         block: dict[str, Any] = {"name": "FADeR-style (aeguard design; Park et al. arXiv 2407.04597, EAR "
                                          "arXiv 2310.04010)",
                                  "mask_ratio": float(self.mask_ratio), "mask_rule": self.mask_rule,
-                                 "n_masks": int(self.n_masks), "attenuation": bool(self.attenuation),
+                                 "n_masks": int(getattr(self, "n_masks_", self.n_masks)),
+                                 "attenuation": bool(self.attenuation),
                                  "gate": self.gate, "faithful": bool(self.faithful),
                                  "skip_levels_at_inference": self._param("skip_levels_at_inference", "all"),
                                  "active_rounds": int(self.active_rounds), "corruption_prob":

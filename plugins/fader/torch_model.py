@@ -68,11 +68,38 @@ def partitions(n_units: int, n_masks: int, seed: int) -> np.ndarray:
     return out
 
 
+class TabularSuspicion(nn.Module):
+    """``susp_g = mean_{j in g} |x_j - median_j| / (1.4826 MAD_j + 1e-5)`` and the group means of x (B x G)."""
+
+    def __init__(self, median: np.ndarray, mad_scale: np.ndarray, group_mean: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("median", torch.as_tensor(np.asarray(median, np.float32)))
+        self.register_buffer("mad_scale", torch.as_tensor(np.asarray(mad_scale, np.float32)))
+        self.register_buffer("group_mean", torch.as_tensor(np.asarray(group_mean, np.float32)))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.abs(x - self.median) / self.mad_scale) @ self.group_mean, x @ self.group_mean
+
+
+class ImageSuspicion(nn.Module):
+    """``susp_p`` = mean over patch p (and channels) of ``|x - mean normal image|``, and the patch means of x."""
+
+    def __init__(self, mean_image: np.ndarray, patch: int) -> None:
+        super().__init__()
+        self.register_buffer("mean_image", torch.as_tensor(np.asarray(mean_image, np.float32)))
+        self.patch = int(patch)
+
+    def patch_mean(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x.mean(dim=1, keepdim=True), self.patch).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.patch_mean(torch.abs(x - self.mean_image)), self.patch_mean(x)
+
+
 class MaskRule(nn.Module):
     """Suspicion per group/patch, TopK, ScatterElements: the deterministic mask (no network pass).
 
-    ``suspicion`` is computed by the owning model (:meth:`FaderNet.suspicion`); this module holds the rule's
-    choice and is declared FP32 for the INT8 variant (rounding would change which units TopK picks).
+    Declared FP32 for the INT8 variant, suspicion included (rounding would change which units TopK picks).
     ``mode="random"`` (ablation, spec section 9.3): the TopK runs over ``pooled(x) @ R`` with a fixed seeded
     Gaussian R instead of the suspicion, a mask unrelated to where the row deviates but still a function of the
     row (so scores repeat and ONNX matches torch; a per-call random draw would do neither).
@@ -80,15 +107,17 @@ class MaskRule(nn.Module):
 
     keep_fp32 = True
 
-    def __init__(self, n_units: int, k: int, mode: str, seed: int) -> None:
+    def __init__(self, scorer: nn.Module, n_units: int, k: int, mode: str, seed: int) -> None:
         super().__init__()
         if mode not in ("deterministic", "random"):
             raise ValueError(f"mask_rule must be 'deterministic' or 'random', got {mode!r}")
+        self.scorer = scorer
         self.n_units, self.k, self.mode = int(n_units), int(k), mode
         proj = np.random.default_rng(seed + 7919).standard_normal((n_units, n_units))
         self.register_buffer("projection", torch.as_tensor(proj, dtype=torch.float32))
 
-    def forward(self, suspicion: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        suspicion, pooled = self.scorer(x)
         ranking = suspicion if self.mode == "deterministic" else pooled @ self.projection
         return scatter_mask(torch.topk(ranking, self.k, dim=1).indices, self.n_units)
 
@@ -104,10 +133,11 @@ class FaderNet(nn.Module):
 
     n_units: int
 
-    def _init_common(self, n_units: int, mask_ratio: float, mask_rule: str, n_masks: int, seed: int) -> None:
+    def _init_common(self, scorer: nn.Module, n_units: int, mask_ratio: float, mask_rule: str, n_masks: int,
+                     seed: int) -> None:
         self.n_units = int(n_units)
         self.k = n_masked(self.n_units, mask_ratio)
-        self.rule = MaskRule(self.n_units, self.k, mask_rule, seed)
+        self.rule = MaskRule(scorer, self.n_units, self.k, mask_rule, seed)
         self.n_masks = int(n_masks)
         if self.n_masks > 1:  # fixed partitions replace the rule: nothing in the graph is ranked
             self.rule.keep_fp32 = False
@@ -124,12 +154,6 @@ class FaderNet(nn.Module):
 
     # --- subclass hooks ------------------------------------------------------------------------------
     def unit(self, z: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def suspicion(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def pooled(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def up(self, mask: torch.Tensor) -> torch.Tensor:
@@ -157,7 +181,7 @@ class FaderNet(nn.Module):
 
     # --- passes --------------------------------------------------------------------------------------
     def rule_mask(self, x: torch.Tensor) -> torch.Tensor:
-        return self.rule(self.suspicion(x), self.pooled(x))
+        return self.rule(x)
 
     def mix(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         m = self.up(mask)
@@ -214,8 +238,8 @@ class TabularFader(FaderNet):
     -> G. Gates ``a_l = 1 - A_l s`` with ``A_1 = rownorm(|W_1| G)``, ``A_2 = rownorm(|W_2| A_1)`` (set after stage
     A by :meth:`set_attribution`), or ``gate="scalar"``: ``a_l = 1 - max_g s_g``.
 
-    Constants: ``groups`` (d x G membership), ``median`` and ``mad_scale`` (mask rule), ``edges`` (d x 3 quartile
-    edges) and ``centres`` (d x 4 bin medians, flattened for the Gather of the hint).
+    Constants: ``groups`` (d x G membership), ``rule.scorer.median`` and ``.mad_scale`` (mask rule), ``edges``
+    (d x 3 quartile edges) and ``centres`` (d x 4 bin medians, flattened for the Gather of the hint).
     """
 
     def __init__(self, n_features: int, groups: np.ndarray, median: np.ndarray, mad_scale: np.ndarray,
@@ -230,11 +254,11 @@ class TabularFader(FaderNet):
             raise ValueError(f"gate must be 'unit' or 'scalar', got {gate!r}")
         self.d, self.gate = d, gate
         n_groups = groups.shape[1]
-        self._init_common(n_groups, mask_ratio, mask_rule, n_masks, seed)
+        group_mean = groups / groups.sum(axis=0, keepdims=True)
+        self._init_common(TabularSuspicion(median, mad_scale, group_mean), n_groups, mask_ratio, mask_rule, n_masks,
+                          seed)
         self.register_buffer("groups", torch.as_tensor(groups))
-        self.register_buffer("group_mean", torch.as_tensor(groups / groups.sum(axis=0, keepdims=True)))
-        self.register_buffer("median", torch.as_tensor(np.asarray(median, np.float32)))
-        self.register_buffer("mad_scale", torch.as_tensor(np.asarray(mad_scale, np.float32)))
+        self.register_buffer("group_mean", torch.as_tensor(group_mean))
         self.register_buffer("edges", torch.as_tensor(np.asarray(edges, np.float32)))
         self.register_buffer("centres", torch.as_tensor(np.asarray(centres, np.float32).reshape(-1)))
         self.register_buffer("centre_offset", torch.arange(d, dtype=torch.int64) * 4)
@@ -261,12 +285,6 @@ class TabularFader(FaderNet):
 
     def unit(self, z: torch.Tensor) -> torch.Tensor:
         return z
-
-    def suspicion(self, x: torch.Tensor) -> torch.Tensor:
-        return (torch.abs(x - self.median) / self.mad_scale) @ self.group_mean
-
-    def pooled(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.group_mean
 
     def up(self, mask: torch.Tensor) -> torch.Tensor:
         return mask @ self.groups.t()
@@ -331,7 +349,8 @@ class ImageFader(FaderNet):
     sigmoid output. ``map_l`` is nearest up-sampling of the patch map to level l, broadcast over channels.
 
     Constants: ``unit_mean`` / ``unit_scale`` (per-channel standardization, undone so the net and the error work on
-    [0, 1] pixels), ``mean_image`` (the mask rule's reference), ``blur`` (the fixed Gaussian of the score).
+    [0, 1] pixels), ``rule.scorer.mean_image`` (the mask rule's reference), ``blur`` (the fixed Gaussian of the
+    score).
     """
 
     def __init__(self, image_shape: tuple[int, int, int], unit_mean: np.ndarray, unit_scale: np.ndarray,
@@ -351,10 +370,10 @@ class ImageFader(FaderNet):
         self.image_shape, self.patch, self.gate, self.score_kind = (c, h, w), int(patch), gate, score
         self.grid = (h // patch, w // patch)
         self.levels = int(round(math.log2(patch))) + 1
-        self._init_common(self.grid[0] * self.grid[1], mask_ratio, mask_rule, n_masks, seed)
+        self._init_common(ImageSuspicion(np.asarray(mean_image, np.float32).reshape(c, h, w), patch),
+                          self.grid[0] * self.grid[1], mask_ratio, mask_rule, n_masks, seed)
         self.register_buffer("unit_mean", torch.as_tensor(np.asarray(unit_mean, np.float32).reshape(c, 1, 1)))
         self.register_buffer("unit_scale", torch.as_tensor(np.asarray(unit_scale, np.float32).reshape(c, 1, 1)))
-        self.register_buffer("mean_image", torch.as_tensor(np.asarray(mean_image, np.float32).reshape(c, h, w)))
         kernel = gaussian_kernel(float(blur_sigma))
         self.register_buffer("blur", torch.as_tensor(kernel)[None, None])
         self.blur_pad = kernel.shape[0] // 2
@@ -372,15 +391,6 @@ class ImageFader(FaderNet):
 
     def unit(self, z: torch.Tensor) -> torch.Tensor:
         return z.reshape(z.shape[0], *self.image_shape) * self.unit_scale + self.unit_mean
-
-    def _patch_mean(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(x.mean(dim=1, keepdim=True), self.patch).flatten(1)
-
-    def suspicion(self, x: torch.Tensor) -> torch.Tensor:
-        return self._patch_mean(torch.abs(x - self.mean_image))
-
-    def pooled(self, x: torch.Tensor) -> torch.Tensor:
-        return self._patch_mean(x)
 
     def _up_grid(self, m: torch.Tensor, factor: int) -> torch.Tensor:
         m = m.reshape(m.shape[0], 1, *self.grid)

@@ -380,5 +380,5 @@ def _terms(model: MahalanobisAutoEncoder, z: np.ndarray, target: np.ndarray) -> 
         tb = torch.from_numpy(np.ascontiguousarray(target[i:i + ENCODE_ROWS], dtype=np.float32))
         code = model.encode(zb)
         d_parts.append(model.latent.distances(code).min(dim=0).values.numpy())
-        r_parts.append(model.recon_terms(model.reconstruct(code), tb).sum(dim=1).numpy())
+        r_parts.append(model.recon_terms(model.decode(code), tb).sum(dim=1).numpy())
     return np.concatenate(d_parts).astype(np.float64), np.concatenate(r_parts).astype(np.float64)

@@ -24,6 +24,8 @@ from torch import nn
 
 #: clamp of the reconstruction for the BCE term (spec section 5)
 BCE_EPS = 1e-7
+#: the same clamp on the decoder's logit: sigmoid(+-BCE_LOGIT) = 1 - 1e-7, 1e-7
+BCE_LOGIT = float(np.log((1.0 - BCE_EPS) / BCE_EPS))
 
 
 def latent_size(d: int) -> int:
@@ -177,27 +179,38 @@ class MahalanobisAutoEncoder(nn.Module):
             x = x.reshape(x.shape[0], *self.input_shape)
         return self.encoder(x)
 
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        """The decoder's raw output, flat (B, D): the reconstruction (MSE) or its logit (BCE)."""
+        return self.decoder(code).reshape(code.shape[0], -1)
+
     def reconstruct(self, code: torch.Tensor) -> torch.Tensor:
         """The reconstruction, flat (B, D), in the space of :meth:`_input`."""
-        out = self.decoder(code).reshape(code.shape[0], -1)
+        out = self.decode(code)
         return torch.sigmoid(out) if self.loss == "bce" else out
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.reconstruct(self.encode(z))
 
-    def recon_terms(self, xhat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Per-feature terms of ``l`` (B x D) against a standardized ``target``: ``(t - x^)^2 / D`` or BCE ``/ D``."""
+    def recon_terms(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-feature terms of ``l`` (B x D) of the decoder output ``out`` (:meth:`decode`) against a
+        standardized ``target``: ``(t - x^)^2 / D`` or BCE ``/ D``.
+
+        BCE is computed from the logit, ``t softplus(-a) + (1 - t) softplus(a)`` with ``a`` clamped to
+        ``+-logit(1 - 1e-7)``: the spec's ``-(t log x^ + (1 - t) log(1 - x^))`` with ``x^`` clamped to
+        ``[1e-7, 1 - 1e-7]``, exactly, but without forming ``1 - sigmoid(a)`` in float32, whose last-bit
+        differences between torch and onnxruntime near saturation changed the term by up to 0.5 %.
+        """
         target = self._input(target)
         if self.loss == "bce":
-            p = torch.clamp(xhat, BCE_EPS, 1.0 - BCE_EPS)
-            terms = -(target * torch.log(p) + (1.0 - target) * torch.log(1.0 - p))
+            logit = torch.clamp(out, -BCE_LOGIT, BCE_LOGIT)
+            terms = target * nn.functional.softplus(-logit) + (1.0 - target) * nn.functional.softplus(logit)
         else:
-            terms = (target - xhat) ** 2
+            terms = (target - out) ** 2
         return terms / self.n_features
 
     def training_loss(self, z: torch.Tensor) -> torch.Tensor:
         """Batch mean of the per-sample ``l`` (mean MSE or mean BCE over features)."""
-        return self.recon_terms(self(z), z).sum(dim=1).mean()
+        return self.recon_terms(self.decode(self.encode(z)), z).sum(dim=1).mean()
 
     def score_against(self, z: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """``score = alpha D_M + beta l``; ``contrib_j = beta l_j + alpha D_M / D`` (sums to the score).
@@ -206,7 +219,7 @@ class MahalanobisAutoEncoder(nn.Module):
         mean-shifted target) and, with several Gaussians, ``class`` (the nearest one, int64).
         """
         code = self.encode(z)
-        recon = self.beta * self.recon_terms(self.reconstruct(code), target)
+        recon = self.beta * self.recon_terms(self.decode(code), target)
         recon_sum = recon.sum(dim=1)
         if self.latent is None:
             d_m, cls = torch.zeros_like(recon_sum), None

@@ -41,6 +41,8 @@ Choices the spec leaves open (made here):
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -84,6 +86,42 @@ def geometric_median(X: np.ndarray, iters: int = 200, tol: float = 1e-7) -> np.n
     return m
 
 
+@dataclass(frozen=True, kw_only=True)
+class SizeRule(Int):
+    """An int, or a rule relative to the input width d, so one benchmark spec string means the same ablation on
+    every dataset: ``"d/8"`` (``k``: ``max(1, round(d / 8))``) or ``"16d"`` (``n_latents``: ``round(16 d)``)."""
+
+    form: str = "d/N"  # "d/N" or "Nd"
+
+    def kind(self) -> str:
+        return f"{super().kind()} or a rule '{'d/8' if self.form == 'd/N' else '16d'}'"
+
+    def _pattern(self) -> re.Pattern[str]:
+        number = r"(\d+(?:\.\d+)?)"
+        return re.compile(rf"^d\s*/\s*{number}$" if self.form == "d/N" else rf"^{number}\s*\*?\s*d$")
+
+    def _from_text(self, name: str, text: str) -> Any:
+        if self._pattern().match(text.strip()):
+            return text.strip()
+        return super()._from_text(name, text)
+
+    def _check(self, name: str, value: Any) -> Any:
+        if isinstance(value, str):
+            match = self._pattern().match(value.strip())
+            if not match or float(match.group(1)) <= 0:
+                raise self.fail(name, value)
+            return value
+        return super()._check(name, value)
+
+
+def resolve_size(value: int | str, d: int, form: str) -> int:
+    """The int a :class:`SizeRule` value stands for at input width ``d``."""
+    if not isinstance(value, str):
+        return int(value)
+    number = float(re.findall(r"\d+(?:\.\d+)?", value)[0])
+    return max(1, round(d / number)) if form == "d/N" else max(1, round(number * d))
+
+
 def parse_components(text: str) -> tuple[str, ...]:
     """``"rec+knn"`` -> ``("rec", "knn")``; unknown or repeated names refused naming ``score_components``."""
     parts = tuple(p.strip() for p in str(text).split("+") if p.strip())
@@ -114,7 +152,9 @@ class SAEOODDetector(MSSMixin, DeepDetector):
     Parameters beyond the shared deep ones (see :class:`~aeguard.core.deep.DeepDetector`):
 
     - ``n_latents`` (None: 8 d), ``k`` (None: tabular ``max(1, round(d/4))``, embedding with d >= 512: 32;
-      on tabular input a k above d/2 is clamped to ``floor(d/2)`` so TopK cannot learn the identity);
+      on tabular input a k above d/2 is clamped to ``floor(d/2)`` so TopK cannot learn the identity); both
+      also take a rule relative to d (``k="d/8"``, ``n_latents="16d"``), so the spec's ablations are one
+      benchmark spec each across datasets of different widths;
     - ``input_mode``: "tabular" (per-feature standardisation) or "embedding" (backbone features: no per-feature
       standardisation); ``layer_norm`` (None: on for embedding input only) is Gao's per-sample layer norm;
     - ``aux_coef`` (1/32; 0 turns AuxK off), ``k_aux`` (None: the power-of-two rule), ``dead_threshold`` in
@@ -139,14 +179,15 @@ class SAEOODDetector(MSSMixin, DeepDetector):
         "score_components", "n_neighbors", "knn_metric", "ref_cap", "ref_trim", "scale", "alpha"})
 
     accepts_classes: ClassVar[bool] = True
-    #: tables only (backbone embeddings are tables too: ``input_mode="embedding"``); raw pixels are not wired yet
-    modalities: ClassVar[tuple[str, ...]] = ("tabular",)
+    #: tables (backbone embeddings are tables too: ``input_mode="embedding"``) and raw-pixel images (spec section
+    #: 7 (a): flattened, [0, 1] by the pixel range, standardised per channel in the graph; 1024 latents, k = 32)
+    modalities: ClassVar[tuple[str, ...]] = ("tabular", "image")
 
     param_spec: ClassVar[dict[str, Spec]] = {
         **TRAINING_SPEC,
         "lr": Float(low=0, low_open=True, none=True, none_means="1e-3 tabular, 1e-4 embedding"),
-        "n_latents": Int(low=2, none=True, none_means="8 d"),
-        "k": Int(low=1, none=True, none_means="the d/4 or 32 rule"),
+        "n_latents": SizeRule(low=2, none=True, none_means="8 d", form="Nd"),
+        "k": SizeRule(low=1, none=True, none_means="the d/4 or 32 rule", form="d/N"),
         "input_mode": Choice(choices=INPUT_MODES),
         "layer_norm": Bool(none=True, none_means="on for embedding input"),
         "aux_coef": Float(low=0),
@@ -163,7 +204,7 @@ class SAEOODDetector(MSSMixin, DeepDetector):
         "faithful": Bool(),
     }
 
-    def __init__(self, n_latents: int | None = None, k: int | None = None, input_mode: str = "tabular",
+    def __init__(self, n_latents: int | str | None = None, k: int | str | None = None, input_mode: str = "tabular",
                  layer_norm: bool | None = None, epochs: int = 100, lr: float | None = None,
                  batch_size: int | None = 256, aux_coef: float = 1 / 32, k_aux: int | None = None,
                  dead_threshold: int | None = None, k_schedule: bool = False, multi_topk: bool = False,
@@ -216,16 +257,21 @@ class SAEOODDetector(MSSMixin, DeepDetector):
     def _use_layer_norm(self) -> bool:
         return (self.input_mode == "embedding") if self.layer_norm is None else bool(self.layer_norm)
 
+    def _is_image(self) -> bool:
+        """Fitted on (N, C, H, W) images (raw pixels, flattened by the base's per-channel standardisation)."""
+        return len(getattr(self, "input_shape_", ())) == 3
+
     def _sizes(self, d: int) -> tuple[int, int]:
         """``(n_latents, k)`` from the spec's rules (section 2)."""
-        n = int(self.n_latents) if self.n_latents is not None else 8 * d
+        pixels = self._is_image()
+        n = resolve_size(self.n_latents, d, "Nd") if self.n_latents is not None else (1024 if pixels else 8 * d)
         if self.k is not None:
-            k = int(self.k)
-        elif self.input_mode == "embedding" and d >= 512:
+            k = resolve_size(self.k, d, "d/N")
+        elif pixels or (self.input_mode == "embedding" and d >= 512):
             k = 32
         else:
             k = max(1, round(d / 4))
-        if self.input_mode == "tabular":
+        if self.input_mode == "tabular" and not pixels:  # raw tabular only (spec section 2)
             k = min(k, max(1, d // 2))
         if k > n:
             raise ValueError(f"k must be <= n_latents ({n}), got k={k}")
@@ -242,6 +288,9 @@ class SAEOODDetector(MSSMixin, DeepDetector):
             raise ValueError("score_components includes 'cap', which needs class labels: fit(X, classes=...)")
         if self.input_mode not in INPUT_MODES:
             raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {self.input_mode!r}")
+        if self.input_mode == "embedding" and X.ndim == 4:
+            raise ValueError("input_mode='embedding' is for backbone-feature tables; images are raw pixels "
+                             "(leave input_mode='tabular')")
         super()._fit(X, y, classes=classes)
 
     # --- DeepDetector hooks ------------------------------------------------------------------------------------
