@@ -1,4 +1,4 @@
-"""Why FADeR-style attenuation moves the ODDS ROC-AUC so little: what the soft scores and the gates do.
+"""What the FADeR-style soft scores and gates do on ODDS (why the spec's stage-B loss left them inverted).
 
 Per dataset (protocol split, seed 0), for the default `fader` fit: the mean soft group score s on test inliers
 and outliers, the share of (row, group) gates ``1 - s`` below 0.5, the ROC-AUC of ``max_g s_g`` alone, and the
@@ -7,6 +7,9 @@ shallow-skip-off variant. Writes JSON and one bar figure.
 
     .venv/bin/python scripts/fader/gate_analysis.py wbc,cardio,glass,pima,thyroid \\
         --out docs/benchmarks/fader_gates.json --figure docs/benchmarks/figures/fader/gates.png
+    .venv/bin/python scripts/fader/gate_analysis.py wbc,cardio,glass,pima,thyroid \\
+        --params lam=1,recon_on=all,min_steps=1 --out docs/benchmarks/fader_gates_spec_loss.json \\
+        --figure docs/benchmarks/figures/fader/gates_spec_loss.png
 """
 
 from __future__ import annotations
@@ -28,15 +31,18 @@ def main() -> None:
     parser.add_argument("--data-dir", default="/work/shared/data/odds")
     parser.add_argument("--out", default=None)
     parser.add_argument("--figure", default=None)
+    parser.add_argument("--params", default="", help="extra fader parameters, e.g. 'lam=1,recon_on=all,min_steps=1' "
+                        "(the spec's stage-B loss without the step floor: the code before the lam analysis)")
     args = parser.parse_args()
     rows = []
     for name in args.datasets.split(","):
         d = np.load(Path(args.data_dir) / f"{name}.npz")
         X_fit, X_test, _, y = make_split(d["X"].astype(np.float64), d["y"].astype(int), 0)
         row: dict = {"dataset": name}
-        for label, spec in (("base", "fader(attenuation=false)"), ("fader", "fader"),
-                            ("fader_deep", "fader(skip_levels_at_inference=deep)")):
-            det = build_detector(spec, 0).fit(X_fit)
+        extra = f",{args.params}" if args.params else ""
+        for label, spec in (("base", f"fader(attenuation=false{extra})"), ("fader", f"fader({extra.lstrip(',')})"),
+                            ("fader_deep", f"fader(skip_levels_at_inference=deep{extra})")):
+            det = build_detector(spec.replace("fader()", "fader"), 0).fit(X_fit)
             out = det.score_output(X_test)
             up = np.asarray(out.components["mask"])[:, det.groups_] if hasattr(det, "groups_") else 1.0
             row[label] = {"roc_auc": roc_auc(y, out.score),
@@ -50,7 +56,8 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.out:
-        Path(args.out).write_text(json.dumps({"command": "scripts/fader/gate_analysis.py", "seed": 0,
+        Path(args.out).write_text(json.dumps({"command": "scripts/fader/gate_analysis.py", "params": args.params,
+                                              "seed": 0,
                                               "rows": rows}, indent=2) + "\n")
     if args.figure:
         import matplotlib
