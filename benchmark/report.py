@@ -319,6 +319,8 @@ def compose(frame: pd.DataFrame, run: dict[str, Any], fig_dir: Path, base_dir: P
     _summary_section(report, frame, stats, detectors, ours)
     for metric, label in METRICS.items():
         _metric_section(report, stats[metric], detectors, datasets, label)
+    if (run.get("protocol") or {}).get("one_class"):
+        _ood_metrics_section(report, frame, detectors, datasets)
     _wtl_section(report, stats, ours, baselines)
     _figures_section(report, stats, detectors, fig_dir, base_dir)
     _timing_section(report, frame, detectors, fig_dir, base_dir)
@@ -527,6 +529,25 @@ def _metric_section(report: Report, stat: tuple, detectors: list[str], datasets:
     report.add("table", (["dataset"] + [f"`{d}`" for d in detectors], rows, best))
     if (counts.fillna(0).values != counts.max().max()).any():
         report.add("p", "Not every cell has the same number of seeds (failed or missing cells); see results.csv.")
+
+
+#: the out-of-distribution papers' four metrics (Denouden et al. 2018 after Liang et al. 2018), results.csv columns
+OOD_METRICS = {"fpr95": ("FPR at 95 % TPR", min), "roc_auc": ("AUROC", max), "aupr_in": ("AUPR-in", max),
+               "ap": ("AUPR-out", max)}
+
+
+def _ood_metrics_section(report: Report, frame: pd.DataFrame, detectors: list[str], datasets: list[str]) -> None:
+    """Means over tasks of the per-task means over seeds, for the one-class (OOD) protocol."""
+    if "fpr95" not in frame or frame["fpr95"].isna().all():
+        return
+    report.add("h2", "Out-of-distribution metrics (mean over tasks)")
+    means = {m: summarize(frame, m, detectors, datasets)[0] for m in OOD_METRICS}
+    rows = [[f"`{d}`"] + [_num(means[m][d].mean()) for m in OOD_METRICS] for d in detectors]
+    best = _best_cells(rows, {j + 1: rule for j, (_, rule) in enumerate(OOD_METRICS.values())})
+    report.add("table", (["detector"] + [label for label, _ in OOD_METRICS.values()], rows, best))
+    report.add("p", "FPR at 95 % TPR: the fraction of anomalies accepted at the threshold that accepts 95 % of the "
+               "normal test images (lower is better). AUPR-in takes the normal images as positives (scores "
+               "negated), AUPR-out the anomalies (the AP of the other tables).")
 
 
 def _wtl_section(report: Report, stats: dict[str, tuple], ours: list[str], baselines: list[str]) -> None:

@@ -434,7 +434,9 @@ def test_benchmark_digits_suite_and_as_images_run_image_and_flat_detectors_side_
     assert (rows["n_fit"] == 109).all()  # 60 % of the 182 ones
     run = json.loads((tmp_path / "digits" / "run.json").read_text())
     assert run["images"]["shape"] == [1, 8, 8] and run["protocol"]["one_class"]
-    assert (tmp_path / "docs" / "digits.md").is_file()
+    page = (tmp_path / "docs" / "digits.md").read_text()
+    assert "| detector | FPR at 95 % TPR | AUROC | AUPR-in | AUPR-out |" in page  # the OOD papers' four metrics
+    assert rows["fpr95"].between(0, 1).all() and rows["aupr_in"].between(0, 1).all()
     # --as-images on a folder suite: the same pixels as a table, read as 1x8x8 images by `ae`
     X, t = digits()
     (tmp_path / "suite").mkdir()
