@@ -80,9 +80,9 @@ def _run(cell: Cell, row: dict[str, Any]) -> None:
     from .images import digits_task, is_digits_source
 
     split = None
-    if is_digits_source(cell.source):  # the one-class protocol of the digits suite (benchmark/images.py)
-        X, y, *split = digits_task(cell.source, cell.seed)
-        classes = None
+    if is_digits_source(cell.source):  # the digits suites' own protocols (benchmark/images.py)
+        X, y, fit_rows, test_rows, classes = digits_task(cell.source, cell.seed)
+        split = (fit_rows, test_rows)
     else:
         X, y = load_labelled(cell.source, cell.data_dir)
         classes = load_classes(cell.source)
