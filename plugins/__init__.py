@@ -65,7 +65,7 @@ def aeguard_detectors() -> list[DetectorRecord]:
         DetectorRecord(
             name="sae_ood", target="aeguard.plugins.sae_ood.detector:SAEOODDetector",
             description="SAE-feature OOD (aeguard scoring)",
-            accepts_classes=True, mss_compatible=True,
+            modalities=("tabular", "image"), accepts_classes=True, mss_compatible=True,
         ),
     ]
     records += [

@@ -275,3 +275,18 @@ def test_size_rules_relative_to_d():
     for bad in ("d/0", "x/8", "8x"):
         with pytest.raises(ValueError, match="k must be"):
             registry.create("sae_ood", k=bad).fit(X)
+
+
+def test_raw_pixel_images_use_the_pixel_sizes_and_export(tmp_path):
+    """Spec section 7 (a): images flattened, per-channel standardised in the graph, n_latents 1024, k 32."""
+    from sklearn.datasets import load_digits
+
+    imgs = load_digits().images[:200, None].astype(np.float64)  # (N, 1, 8, 8), values 0..16
+    det = registry.create("sae_ood", random_state=0, epochs=5).fit(imgs, pixel_range=(0, 16))
+    assert (det.n_latents_, det.k_) == (1024, 32)
+    code = det.score_output(imgs).components["code"]
+    assert code.shape == (200, 1024) and ((code > 0).sum(axis=1) <= 32).all()
+    art = load_artifact(det.save_artifact(tmp_path / "img"))
+    np.testing.assert_allclose(art.score(imgs).score, det.decision_function(imgs), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="input_mode"):
+        registry.create("sae_ood", input_mode="embedding", epochs=2).fit(imgs, pixel_range=(0, 16))

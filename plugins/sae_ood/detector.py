@@ -179,8 +179,9 @@ class SAEOODDetector(MSSMixin, DeepDetector):
         "score_components", "n_neighbors", "knn_metric", "ref_cap", "ref_trim", "scale", "alpha"})
 
     accepts_classes: ClassVar[bool] = True
-    #: tables only (backbone embeddings are tables too: ``input_mode="embedding"``); raw pixels are not wired yet
-    modalities: ClassVar[tuple[str, ...]] = ("tabular",)
+    #: tables (backbone embeddings are tables too: ``input_mode="embedding"``) and raw-pixel images (spec section
+    #: 7 (a): flattened, [0, 1] by the pixel range, standardised per channel in the graph; 1024 latents, k = 32)
+    modalities: ClassVar[tuple[str, ...]] = ("tabular", "image")
 
     param_spec: ClassVar[dict[str, Spec]] = {
         **TRAINING_SPEC,
@@ -256,16 +257,21 @@ class SAEOODDetector(MSSMixin, DeepDetector):
     def _use_layer_norm(self) -> bool:
         return (self.input_mode == "embedding") if self.layer_norm is None else bool(self.layer_norm)
 
+    def _is_image(self) -> bool:
+        """Fitted on (N, C, H, W) images (raw pixels, flattened by the base's per-channel standardisation)."""
+        return len(getattr(self, "input_shape_", ())) == 3
+
     def _sizes(self, d: int) -> tuple[int, int]:
         """``(n_latents, k)`` from the spec's rules (section 2)."""
-        n = resolve_size(self.n_latents, d, "Nd") if self.n_latents is not None else 8 * d
+        pixels = self._is_image()
+        n = resolve_size(self.n_latents, d, "Nd") if self.n_latents is not None else (1024 if pixels else 8 * d)
         if self.k is not None:
             k = resolve_size(self.k, d, "d/N")
-        elif self.input_mode == "embedding" and d >= 512:
+        elif pixels or (self.input_mode == "embedding" and d >= 512):
             k = 32
         else:
             k = max(1, round(d / 4))
-        if self.input_mode == "tabular":
+        if self.input_mode == "tabular" and not pixels:  # raw tabular only (spec section 2)
             k = min(k, max(1, d // 2))
         if k > n:
             raise ValueError(f"k must be <= n_latents ({n}), got k={k}")
@@ -282,6 +288,9 @@ class SAEOODDetector(MSSMixin, DeepDetector):
             raise ValueError("score_components includes 'cap', which needs class labels: fit(X, classes=...)")
         if self.input_mode not in INPUT_MODES:
             raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {self.input_mode!r}")
+        if self.input_mode == "embedding" and X.ndim == 4:
+            raise ValueError("input_mode='embedding' is for backbone-feature tables; images are raw pixels "
+                             "(leave input_mode='tabular')")
         super()._fit(X, y, classes=classes)
 
     # --- DeepDetector hooks ------------------------------------------------------------------------------------
