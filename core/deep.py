@@ -457,6 +457,8 @@ class DeepDetector(BaseDetector):
         from aeguard.core.ensemble import check_n_members
 
         n_members = check_n_members(self.n_members)
+        if n_members > 1:
+            self._check_ensemble_scoring()
         seed = self.seed_
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
@@ -491,6 +493,16 @@ class DeepDetector(BaseDetector):
         self.target_ = target
         self._fit_targets = fit_targets
         self._build_graph()
+
+    def _check_ensemble_scoring(self) -> None:
+        """Refuse ``n_members > 1`` for a class that computes its fit-set scores itself (``_fit_scores``): those
+        reach into the model (a leave-own-row-out kNN, a custom threshold path), which the ensemble cannot
+        combine member by member. Everything that scores through ``score_against`` is combined in the graph."""
+        mro = type(self).__mro__
+        own = [k.__name__ for k in mro[:mro.index(DeepDetector)] if "_fit_scores" in vars(k)]
+        if own:
+            raise ValueError(f"n_members > 1 is not available for {type(self).__name__}: {own[0]} computes its "
+                             "fit-set scores itself (_fit_scores), which an ensemble cannot combine; use n_members=1")
 
     def _fit_ensemble(self, first: nn.Module, data: FitData, n_members: int) -> None:
         """``n_members`` networks (member 0 = ``first``, the single model's), trained together, each finished by

@@ -186,3 +186,10 @@ def test_training_cache_keys_on_n_members(data, tmp_path, monkeypatch):
     again = _create("ae", n_members=2).fit(X)
     assert (first.history_["cache"], other.history_["cache"], again.history_["cache"]) == ("miss", "miss", "hit")
     np.testing.assert_array_equal(again.decision_function(X), first.decision_function(X))
+
+
+def test_a_detector_with_its_own_fit_scores_refuses_an_ensemble(data):
+    """sae_ood computes its threshold scores with a leave-own-row-out kNN inside the model: refused, named."""
+    X, _ = data
+    with pytest.raises(ValueError, match="n_members > 1 is not available for SAEOODDetector"):
+        _create("sae_ood", n_members=2).fit(X)

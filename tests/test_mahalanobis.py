@@ -182,6 +182,9 @@ def test_class_modes_and_parameters_are_checked(table):
         _fit(X, loss="bce", epochs=1)
     with pytest.raises(ParamError, match="mss is fixed for mahalanobis"):
         registry.build_detector("mahalanobis", {"mss": "true"})
+    # a choice named "none" is reached from a spec's literal null (`class_mode=none` in a benchmark spec)
+    assert registry.build_detector("mahalanobis", {"class_mode": None}).class_mode == "none"
+    assert registry.build_detector("mahalanobis", {"class_mode": "none"}).class_mode == "none"
 
 
 def test_covariance_helpers_ridge_and_eigen_fallback():

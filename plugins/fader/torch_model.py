@@ -210,12 +210,14 @@ class FaderNet(nn.Module):
             return err, mask, soft, self.up(mask)
         K, B = self.n_masks, x.shape[0]
         tail = tuple(x.shape[1:])
-        xk = x.unsqueeze(0).expand(K, *x.shape).reshape(K * B, *tail)
+        def tile(t: torch.Tensor) -> torch.Tensor:
+            return t.unsqueeze(0).expand(K, *t.shape).reshape(K * B, *tail)
+
+        xk, hint = tile(x), tile(self.hint(x))  # the hint once per row, not once per pass
         masks = self.partitions.unsqueeze(1).expand(K, B, self.n_units).reshape(K * B, self.n_units)
-        xhat, logits = self.reconstruct(self.mix(xk, masks), self.attenuate, self.drop_shallow)
         upm = self.up(masks)
-        tk = target.unsqueeze(0).expand(K, *target.shape).reshape(K * B, *tail)
-        err = (((tk - xhat) ** 2) * upm).reshape(K, B, *tail).sum(dim=0)
+        xhat, logits = self.reconstruct((1.0 - upm) * xk + upm * hint, self.attenuate, self.drop_shallow)
+        err = (((tile(target) - xhat) ** 2) * upm).reshape(K, B, *tail).sum(dim=0)
         ones = torch.ones(B, self.n_units, dtype=x.dtype, device=x.device)
         soft = torch.zeros_like(ones) if logits is None else \
             (torch.sigmoid(logits) * masks).reshape(K, B, self.n_units).sum(dim=0)
