@@ -133,6 +133,13 @@ def test_options_medoid_faithful_components_and_intra_class(data):
     assert set(np.unique(split.score_output(X).components["class"])) <= {0, 1, 2}
 
 
+def test_use_classes_false_ignores_given_classes(data):
+    X, classes, _ = data
+    det = CBNetDetector(use_classes=False, n_classes=3, **FAST).fit(X, classes=classes)
+    assert det.classes_info_["source"] == "k-means"
+    assert registry.build_detector("cbnet", {"use_classes": "false"}).use_classes is False
+
+
 def test_one_class_representative_is_the_medoid_not_the_first_row():
     """With one class every row has entropy 0: the lowest-entropy rule ties on every row and must not fall back
     to row order."""

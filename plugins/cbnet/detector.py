@@ -177,7 +177,8 @@ class CBNetDetector(DeepDetector):
         "scale": Choice(choices=("mad", "std")),
     }
 
-    def __init__(self, n_classes: int | str = "auto", epochs: int = 50, converter_epochs: int | None = None,
+    def __init__(self, n_classes: int | str = "auto", use_classes: bool = True, epochs: int = 50,
+                 converter_epochs: int | None = None,
                  lr: float = 1e-3, batch_size: int | None = 256, min_steps: int | None = None,
                  intra_class_clusters: int = 1, easy_percentile: float = 20.0, easy_threshold: float = 0.05,
                  faithful: bool = False,
@@ -185,6 +186,7 @@ class CBNetDetector(DeepDetector):
                  val_fraction: float = 1 / 6, epochs_per_step: int = 50, contamination: Any = 0.1,
                  random_state: int | None = None, device: str = "auto", verbose: bool = False) -> None:
         self.n_classes = n_classes
+        self.use_classes = use_classes
         self.epochs = epochs
         self.converter_epochs = converter_epochs
         self.lr = lr
@@ -203,6 +205,13 @@ class CBNetDetector(DeepDetector):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+
+    def fit(self, X: Any, y: Any = None, classes: Any = None, pixel_range: Any = None) -> CBNetDetector:
+        """``use_classes=False`` drops given ``classes`` and fits k-means pseudo-classes instead, so labels vs
+        pseudo-classes (``cbnet.md`` section 9.2) is one spec string on a suite that passes labels
+        (``--suite digits-holdout``)."""
+        keep = classes if self.use_classes is not False else None
+        return super().fit(X, y, classes=keep, pixel_range=pixel_range)  # type: ignore[return-value]
 
     def _standardize_stats(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return standard_scale(X)  # constant columns get a scale floor (aeguard.core.validation)
