@@ -109,7 +109,8 @@ class FaderDetector(DeepDetector):
     (``corrupted`` | ``all``), ``min_steps`` (None: 20 x epochs per stage for tables), ``epochs`` (stage A, 100),
     ``epochs_b`` (per stage-B round, 20),
     ``batch_size`` (None: 256 for tables, 64 for images), ``image_score`` (``max`` of the blurred error map |
-    ``top1``: mean of its top 1 %), ``blur_sigma`` (None: 1 px from 16 px up, 0.5 px below), ``faithful``.
+    ``top1``: mean of its top 1 % | ``sum``: the whole error, for whole-image changes), ``blur_sigma`` (None: 1 px
+    from 16 px up, 0.5 px below), ``faithful``.
 
     ``explain``: per-feature (per-pixel) squared errors A_j; for tables they sum to the score, for images to the
     ``error_sum`` component (the image score is the maximum of the blurred map). Components: ``masked_error``
@@ -132,7 +133,7 @@ class FaderDetector(DeepDetector):
         "attenuation": Bool(), "gate": Choice(choices=("unit", "scalar")),
         "skip_levels_at_inference": Choice(choices=("all", "deep")), "active_rounds": Int(low=0),
         "active_top_frac": Float(low=0, high=1, low_open=True), "corruption_prob": Float(low=0, high=1),
-        "lam": Float(low=0), "epochs_b": Int(low=1), "image_score": Choice(choices=("max", "top1")),
+        "lam": Float(low=0), "epochs_b": Int(low=1), "image_score": Choice(choices=("max", "top1", "sum")),
         "blur_sigma": Float(low=0, low_open=True, none=True, none_means="1 px from 16 px up, else 0.5"),
         "faithful": Bool(), "recon_on": Choice(choices=("corrupted", "all")),
         "min_steps": Int(low=1, none=True, none_means="tables: 20 x epochs per stage; images: no floor"),

@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--tabular", default="cardio", help="ODDS dataset name")
     parser.add_argument("--images", default="digits", help="'digits' (8x8, digit 0 one-class) or 'none'")
     parser.add_argument("--data-dir", default="/work/shared/data/odds")
+    parser.add_argument("--table-train", default="epochs=10,epochs_b=2,min_steps=1",
+                        help="extra parameters of the table fits (only their speed is measured: short training)")
     parser.add_argument("--image-train", default="epochs=10,epochs_b=2",
                         help="extra parameters of the image fits (only their speed is measured: short training)")
     parser.add_argument("--out", default=None)
@@ -110,7 +112,7 @@ def main() -> None:
                               "graphs": GRAPHS, "suites": {}}
     data = np.load(Path(args.data_dir) / f"{args.tabular}.npz")
     X_fit, X_test, _, _ = make_split(data["X"].astype(np.float64), data["y"].astype(int), 0)
-    report["suites"][args.tabular] = one_suite(args.tabular, X_fit, X_test, root)
+    report["suites"][args.tabular] = one_suite(args.tabular, X_fit, X_test, root, args.table_train)
     if args.images == "digits":
         from sklearn.datasets import load_digits
 
