@@ -24,7 +24,7 @@ from .protocol import FIT_CAP, parse_detector_spec, split_indices
 
 #: columns of results.csv, in order
 COLUMNS = ("dataset", "detector", "seed", "roc_auc", "ap", "fit_seconds", "score_seconds", "peak_rss_mb",
-           "n_fit", "n_test", "status")
+           "n_fit", "n_test", "fpr95", "aupr_in", "status")
 OK = "ok"
 
 
@@ -55,7 +55,8 @@ def run_cell(cell: Cell) -> dict[str, Any]:
     """Run one cell and return its results.csv row (never raises for a failing detector or dataset)."""
     row: dict[str, Any] = {"dataset": cell.dataset, "detector": cell.detector, "seed": cell.seed,
                            "roc_auc": None, "ap": None, "fit_seconds": None, "score_seconds": None,
-                           "peak_rss_mb": None, "n_fit": None, "n_test": None, "status": OK}
+                           "peak_rss_mb": None, "n_fit": None, "n_test": None, "fpr95": None, "aupr_in": None,
+                           "status": OK}
     try:
         with _thread_limit(cell.threads), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # library warnings are not results; keep the progress bar clean
@@ -74,14 +75,14 @@ def error_status(exc: BaseException) -> str:
 
 
 def _run(cell: Cell, row: dict[str, Any]) -> None:
-    from aeguard.core.metrics import average_precision, roc_auc
+    from aeguard.core.metrics import aupr_in, average_precision, fpr_at_tpr, roc_auc
 
     from .images import digits_task, is_digits_source
 
     split = None
-    if is_digits_source(cell.source):  # the one-class protocol of the digits suite (benchmark/images.py)
-        X, y, *split = digits_task(cell.source, cell.seed)
-        classes = None
+    if is_digits_source(cell.source):  # the digits suites' own protocols (benchmark/images.py)
+        X, y, fit_rows, test_rows, classes = digits_task(cell.source, cell.seed)
+        split = (fit_rows, test_rows)
     else:
         X, y = load_labelled(cell.source, cell.data_dir)
         classes = load_classes(cell.source)
@@ -107,6 +108,8 @@ def _run(cell: Cell, row: dict[str, Any]) -> None:
         raise ValueError(f"detector returned {np.sum(~np.isfinite(scores))} non-finite or misshapen scores")
     row["roc_auc"] = roc_auc(y_test, scores)
     row["ap"] = average_precision(y_test, scores)
+    row["fpr95"] = fpr_at_tpr(y_test, scores, 0.95)
+    row["aupr_in"] = aupr_in(y_test, scores)
 
 
 def as_images(X: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -15,8 +15,9 @@ import typer
 
 def benchmark_cmd(
     suite: str = typer.Option("odds", "--suite", help="'odds' (registered ODDS datasets), 'digits' (scikit-learn's "
-                              "8x8 digits as 1x8x8 images, one-class protocol: 10 tasks) or a folder of .npz "
-                              "files (X, y with 1 = outlier)."),
+                              "8x8 digits as 1x8x8 images, one-class protocol: 10 tasks), 'digits-holdout' (the same "
+                              "images, one digit held out as the anomaly, the others' labels as classes) or a "
+                              "folder of .npz files (X, y with 1 = outlier)."),
     as_images: str = typer.Option(None, "--as-images", help="Hand image-capable detectors each row as a CxHxW "
                                   "image (e.g. 1x8x8 for optdigits); the others get the flat rows."),
     pixel_range: str = typer.Option(None, "--pixel-range", help="With --as-images: LOW,HIGH of the pixel values "

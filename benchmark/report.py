@@ -319,6 +319,8 @@ def compose(frame: pd.DataFrame, run: dict[str, Any], fig_dir: Path, base_dir: P
     _summary_section(report, frame, stats, detectors, ours)
     for metric, label in METRICS.items():
         _metric_section(report, stats[metric], detectors, datasets, label)
+    if {"one_class", "held_out_class"} & {k for k, v in (run.get("protocol") or {}).items() if v is True}:
+        _ood_metrics_section(report, frame, detectors, datasets)
     _wtl_section(report, stats, ours, baselines)
     _figures_section(report, stats, detectors, fig_dir, base_dir)
     _timing_section(report, frame, detectors, fig_dir, base_dir)
@@ -328,6 +330,12 @@ def compose(frame: pd.DataFrame, run: dict[str, Any], fig_dir: Path, base_dir: P
 
 
 def _protocol_text(run: dict[str, Any] | None) -> str:
+    if (run or {}).get("protocol", {}).get("held_out_class"):
+        return ("Protocol: held-out class (benchmark/images.py): per task (digit c) and seed every class is split "
+                "60/40 with that seed; the fit split is the 60 % of the nine other digits, their digit labels "
+                "handed as `classes` to detectors that accept them; the test split is the 40 % of every class, "
+                "digit c the anomalies; no outlier label is used for any choice; all detectors see the same "
+                "splits.")
     if (run or {}).get("protocol", {}).get("one_class"):
         return ("Protocol: one-class (benchmark/images.py): per task (digit c) and seed every class is split "
                 "60/40 with that seed; the fit split is the 60 % of class c (clean), the test split the other 40 % "
@@ -527,6 +535,25 @@ def _metric_section(report: Report, stat: tuple, detectors: list[str], datasets:
     report.add("table", (["dataset"] + [f"`{d}`" for d in detectors], rows, best))
     if (counts.fillna(0).values != counts.max().max()).any():
         report.add("p", "Not every cell has the same number of seeds (failed or missing cells); see results.csv.")
+
+
+#: the out-of-distribution papers' four metrics (Denouden et al. 2018 after Liang et al. 2018), results.csv columns
+OOD_METRICS = {"fpr95": ("FPR at 95 % TPR", min), "roc_auc": ("AUROC", max), "aupr_in": ("AUPR-in", max),
+               "ap": ("AUPR-out", max)}
+
+
+def _ood_metrics_section(report: Report, frame: pd.DataFrame, detectors: list[str], datasets: list[str]) -> None:
+    """Means over tasks of the per-task means over seeds, for the one-class (OOD) protocol."""
+    if "fpr95" not in frame or frame["fpr95"].isna().all():
+        return
+    report.add("h2", "Out-of-distribution metrics (mean over tasks)")
+    means = {m: summarize(frame, m, detectors, datasets)[0] for m in OOD_METRICS}
+    rows = [[f"`{d}`"] + [_num(means[m][d].mean()) for m in OOD_METRICS] for d in detectors]
+    best = _best_cells(rows, {j + 1: rule for j, (_, rule) in enumerate(OOD_METRICS.values())})
+    report.add("table", (["detector"] + [label for label, _ in OOD_METRICS.values()], rows, best))
+    report.add("p", "FPR at 95 % TPR: the fraction of anomalies accepted at the threshold that accepts 95 % of the "
+               "normal test images (lower is better). AUPR-in takes the normal images as positives (scores "
+               "negated), AUPR-out the anomalies (the AP of the other tables).")
 
 
 def _wtl_section(report: Report, stats: dict[str, tuple], ours: list[str], baselines: list[str]) -> None:

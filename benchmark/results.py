@@ -17,7 +17,9 @@ from typing import Any
 
 from .cells import COLUMNS, OK
 
-_FLOATS = ("roc_auc", "ap", "fit_seconds", "score_seconds", "peak_rss_mb")
+_FLOATS = ("roc_auc", "ap", "fit_seconds", "score_seconds", "peak_rss_mb", "fpr95", "aupr_in")
+#: columns added after the first release; a file written before them still reads (and is rewritten on resume)
+_ADDED = ("fpr95", "aupr_in")
 _INTS = ("seed", "n_fit", "n_test")
 
 
@@ -35,19 +37,21 @@ def read_results(path: Path) -> list[dict[str, Any]]:
         header = next(reader, None)
         if header is None:
             return []
-        if tuple(header) != COLUMNS:
-            raise ValueError(f"{path} is not a benchmark results file (columns {header}, expected {list(COLUMNS)})")
+        header = tuple(header)
+        if header != COLUMNS and header != tuple(c for c in COLUMNS if c not in _ADDED):
+            raise ValueError(f"{path} is not a benchmark results file (columns {list(header)}, expected "
+                             f"{list(COLUMNS)})")
         for fields in reader:
-            row = _parse(fields)
+            row = _parse(fields, header)
             if row is not None:
                 rows.append(row)
     return rows
 
 
-def _parse(fields: list[str]) -> dict[str, Any] | None:
-    if len(fields) != len(COLUMNS) or not fields[-1]:
+def _parse(fields: list[str], header: tuple[str, ...] = COLUMNS) -> dict[str, Any] | None:
+    if len(fields) != len(header) or not fields[-1]:
         return None
-    row: dict[str, Any] = dict(zip(COLUMNS, fields))
+    row: dict[str, Any] = {c: "" for c in COLUMNS} | dict(zip(header, fields))
     try:
         for key in _INTS:
             row[key] = int(row[key]) if row[key] != "" else None

@@ -24,7 +24,7 @@ import numpy as np
 
 from .backends import BACKENDS, run_cells
 from .cells import OK, Cell, check_specs
-from .images import DIGITS_RANGE, DIGITS_SHAPE, DIGITS_SOURCE, DIGITS_SUITE
+from .images import DIGITS_RANGE, DIGITS_SHAPE, DIGITS_SOURCE, DIGITS_SUITE, HOLDOUT_SOURCE, HOLDOUT_SUITE
 from .protocol import (
     FIT_CAP,
     SCALING_PARAM,
@@ -89,6 +89,8 @@ def resolve_suite(suite: str, data_dir: str | Path | None = None, names: list[st
         return _odds_suite(data_dir, names)
     if suite == DIGITS_SUITE:
         return _digits_suite(names)
+    if suite == HOLDOUT_SUITE:
+        return _digits_suite(names, holdout=True)
     folder = Path(suite).expanduser()
     if not folder.is_dir():
         raise ValueError(f"--suite must be 'odds' or a folder of .npz files; {suite!r} is neither")
@@ -100,11 +102,14 @@ def resolve_suite(suite: str, data_dir: str | Path | None = None, names: list[st
                  kind=str(folder.resolve()))
 
 
-def _digits_suite(names: list[str] | None) -> Suite:
-    """Ten one-class tasks ``digit0`` .. ``digit9`` on scikit-learn's bundled digits (benchmark/images.py)."""
-    tasks = {f"digit{c}": f"{DIGITS_SOURCE}{c}" for c in range(10)}
-    chosen = _select(tasks, names, "in the digits suite")
-    return Suite([DatasetEntry(name, tasks[name], 1797, 64) for name in chosen], [], None, kind=DIGITS_SUITE,
+def _digits_suite(names: list[str] | None, holdout: bool = False) -> Suite:
+    """Ten tasks on scikit-learn's bundled digits (benchmark/images.py): one-class ``digit0`` .. ``digit9``, or
+    held-out class ``without0`` .. ``without9``."""
+    prefix, source, kind = ("without", HOLDOUT_SOURCE, HOLDOUT_SUITE) if holdout else ("digit", DIGITS_SOURCE,
+                                                                                      DIGITS_SUITE)
+    tasks = {f"{prefix}{c}": f"{source}{c}" for c in range(10)}
+    chosen = _select(tasks, names, f"in the {kind} suite")
+    return Suite([DatasetEntry(name, tasks[name], 1797, 64) for name in chosen], [], None, kind=kind,
                  image_shape=DIGITS_SHAPE, pixel_range=DIGITS_RANGE)
 
 
@@ -381,6 +386,10 @@ def _run_record(suite: Suite, detectors: list[str], seeds: int, workers: int, ba
         "seeds": list(range(seeds)),
         "protocol": ({"one_class": True, "fit": "60 % of the normal class", "test": "40 % of every class",
                       "labels_used": False} if suite.kind == DIGITS_SUITE else
+                     {"held_out_class": True, "fit": "60 % of every class but the held-out one",
+                      "test": "40 % of every class", "labels_used": False,
+                      "classes": "digit labels of the fit rows, for detectors that accept classes"}
+                     if suite.kind == HOLDOUT_SUITE else
                      {"test_size": TEST_SIZE, "stratified": True, "fit_cap": FIT_CAP, "labels_used": False}),
         "images": ({"shape": list(suite.image_shape), "pixel_range": list(suite.pixel_range or (0.0, 1.0)),
                     "image_detectors": "detectors whose class lists 'image' in modalities; the rest get flat rows"}

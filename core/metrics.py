@@ -42,6 +42,24 @@ def average_precision(y: np.ndarray, scores: np.ndarray) -> float:
     return float(np.sum(precision * recall_gain))
 
 
+def fpr_at_tpr(y: np.ndarray, scores: np.ndarray, tpr: float = 0.95) -> float:
+    """FPR at ``tpr`` TPR with the inliers as positives (the OOD papers' "FPR at 95 % TPR"): the fraction of
+    outliers accepted by the lowest threshold that accepts at least ``tpr`` of the inliers (score <= threshold)."""
+    y = np.asarray(y).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    inliers, outliers = np.sort(s[~y]), s[y]
+    if not len(inliers) or not len(outliers):
+        raise ValueError("FPR at TPR needs both outliers and inliers in y")
+    threshold = inliers[max(int(np.ceil(tpr * len(inliers))) - 1, 0)]
+    return float(np.mean(outliers <= threshold))
+
+
+def aupr_in(y: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the precision-recall curve with the inliers as positives (lower score = more inlying);
+    AUPR-out is :func:`average_precision` itself."""
+    return average_precision(~np.asarray(y).astype(bool), -np.asarray(scores, dtype=np.float64))
+
+
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation (average ranks for ties); NaN when either side is constant."""
     ra, rb = _average_ranks(np.asarray(a, dtype=np.float64)), _average_ranks(np.asarray(b, dtype=np.float64))

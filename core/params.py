@@ -190,6 +190,8 @@ class Choice(Spec):
     def parse(self, name: str, value: Any) -> Any:
         if isinstance(value, str) and value.strip() in self.choices:  # "none" may be a choice of its own
             return value.strip()
+        if value is None and not self.none and "none" in self.choices:  # `mode=none` read as a literal null
+            return "none"
         return super().parse(name, value)
 
     def _check(self, name: str, value: Any) -> Any:

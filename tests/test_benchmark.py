@@ -207,6 +207,19 @@ def test_results_file_keeps_one_row_per_cell_and_drops_a_cut_line(tmp_path):
     assert [r["status"] for r in results.prepare(retry=[])] == [OK, "error: ValueError: x, y"]  # not retried
 
 
+def test_a_results_file_from_before_the_ood_columns_reads_and_is_upgraded_on_resume(tmp_path):
+    path = tmp_path / "results.csv"
+    old = [c for c in COLUMNS if c not in ("fpr95", "aupr_in")]
+    path.write_text(",".join(old) + "\na,iforest,0,0.9,0.5,0.1,0.01,1,60,40,ok\n")
+    (row,) = read_results(path)
+    assert row["roc_auc"] == 0.9 and row["n_test"] == 40 and row["fpr95"] is None
+    ResultsFile(path).prepare(retry=[])
+    assert path.read_text().splitlines()[0] == ",".join(COLUMNS) and read_results(path)[0]["ap"] == 0.5
+    path.write_text("dataset,detector,seed,auc\n")
+    with pytest.raises(ValueError, match="not a benchmark results file"):
+        read_results(path)
+
+
 # --- runs --------------------------------------------------------------------------------------------
 
 

@@ -330,3 +330,21 @@ def test_baselines_and_deep_detectors_share_one_scaling_rule_constant_columns_in
     base = registry.create("iforest", random_state=0).fit(X)
     np.testing.assert_allclose(deep.standardize_.scale.numpy(), base.scale_, rtol=1e-6)
     assert base.scale_[2] == 7.0 and deep.standardize_.scale[2] == 7.0
+
+
+def test_ood_metrics_match_their_definitions_and_scikit_learn():
+    from sklearn.metrics import average_precision_score, roc_curve
+
+    from aeguard.core.metrics import aupr_in, fpr_at_tpr
+
+    rng = np.random.default_rng(3)
+    y = rng.random(400) < 0.3
+    scores = rng.normal(size=400) + 1.5 * y
+    assert abs(aupr_in(y, scores) - average_precision_score(~y, -scores)) < 1e-12
+    # inliers positive, lower score = inlier: the first ROC point with TPR >= 0.95 gives the FPR
+    fpr, tpr, _ = roc_curve(~y, -scores)
+    assert fpr_at_tpr(y, scores) == pytest.approx(fpr[np.argmax(tpr >= 0.95)])
+    assert fpr_at_tpr([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 0.0
+    assert fpr_at_tpr([0, 0, 1, 1], [0.3, 0.4, 0.1, 0.2]) == 1.0
+    with pytest.raises(ValueError, match="both outliers and inliers"):
+        fpr_at_tpr([0, 0], [0.1, 0.2])

@@ -404,7 +404,8 @@ def test_http_scores_json_images_and_png_uploads_in_order_with_maps(digit_artifa
 def test_digits_one_class_split_follows_the_protocol():
     from aeguard.benchmark.images import digits_task
 
-    X, y, fit, test = digits_task("sklearn-digits:3", seed=1)
+    X, y, fit, test, classes = digits_task("sklearn-digits:3", seed=1)
+    assert classes is None
     _, target = digits()
     assert set(target[fit]) == {3} and abs(len(fit) - 0.6 * (target == 3).sum()) <= 1
     assert not set(fit) & set(test)
@@ -415,6 +416,37 @@ def test_digits_one_class_split_follows_the_protocol():
     np.testing.assert_array_equal(again[2], fit)
     np.testing.assert_array_equal(again[3], test)
     assert not np.array_equal(digits_task("sklearn-digits:3", seed=2)[2], fit)
+
+
+def test_held_out_class_protocol_fits_nine_digits_with_their_labels_and_runs_class_modes(tmp_path):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from aeguard.benchmark.images import digits_task
+    from aeguard.core.cli import app
+
+    X, y, fit, test, classes = digits_task("sklearn-digits-holdout:3", seed=1)
+    _, target = digits()
+    np.testing.assert_array_equal(classes, target)
+    assert 3 not in set(target[fit]) and set(target[fit]) == set(range(10)) - {3} and not set(fit) & set(test)
+    one_class_test = digits_task("sklearn-digits:3", seed=1)[3]
+    np.testing.assert_array_equal(test, one_class_test)  # the same per-class 60/40 split as the one-class suite
+    np.testing.assert_array_equal(y[test], target[test] == 3)
+    out = tmp_path / "holdout"
+    result = CliRunner().invoke(app, ["benchmark", "--suite", "digits-holdout", "--datasets", "without3",
+                                      "--detectors", "mahalanobis(epochs=5),mahalanobis(epochs=5,class_mode=none),knn",
+                                      "--seeds", "1", "--workers", "1", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(out / "results.csv")
+    assert set(rows["status"]) == {"ok"}, rows["status"].tolist()
+    run = json.loads((out / "run.json").read_text())
+    assert run["protocol"]["held_out_class"] and run["suite"] == "digits-holdout"
+    page = (out / "report.md").read_text()
+    assert "held-out class" in page and "| detector | FPR at 95 % TPR |" in page
+    # the class-conditional default and the single Gaussian differ: the classes reached the detector
+    a, b = rows.set_index("detector").loc[["mahalanobis(epochs=5)", "mahalanobis(epochs=5,class_mode=none)"],
+                                          "roc_auc"]
+    assert a != b
 
 
 def test_benchmark_digits_suite_and_as_images_run_image_and_flat_detectors_side_by_side(tmp_path):
@@ -434,7 +466,9 @@ def test_benchmark_digits_suite_and_as_images_run_image_and_flat_detectors_side_
     assert (rows["n_fit"] == 109).all()  # 60 % of the 182 ones
     run = json.loads((tmp_path / "digits" / "run.json").read_text())
     assert run["images"]["shape"] == [1, 8, 8] and run["protocol"]["one_class"]
-    assert (tmp_path / "docs" / "digits.md").is_file()
+    page = (tmp_path / "docs" / "digits.md").read_text()
+    assert "| detector | FPR at 95 % TPR | AUROC | AUPR-in | AUPR-out |" in page  # the OOD papers' four metrics
+    assert rows["fpr95"].between(0, 1).all() and rows["aupr_in"].between(0, 1).all()
     # --as-images on a folder suite: the same pixels as a table, read as 1x8x8 images by `ae`
     X, t = digits()
     (tmp_path / "suite").mkdir()

@@ -210,12 +210,14 @@ class FaderNet(nn.Module):
             return err, mask, soft, self.up(mask)
         K, B = self.n_masks, x.shape[0]
         tail = tuple(x.shape[1:])
-        xk = x.unsqueeze(0).expand(K, *x.shape).reshape(K * B, *tail)
+        def tile(t: torch.Tensor) -> torch.Tensor:
+            return t.unsqueeze(0).expand(K, *t.shape).reshape(K * B, *tail)
+
+        xk, hint = tile(x), tile(self.hint(x))  # the hint once per row, not once per pass
         masks = self.partitions.unsqueeze(1).expand(K, B, self.n_units).reshape(K * B, self.n_units)
-        xhat, logits = self.reconstruct(self.mix(xk, masks), self.attenuate, self.drop_shallow)
         upm = self.up(masks)
-        tk = target.unsqueeze(0).expand(K, *target.shape).reshape(K * B, *tail)
-        err = (((tk - xhat) ** 2) * upm).reshape(K, B, *tail).sum(dim=0)
+        xhat, logits = self.reconstruct((1.0 - upm) * xk + upm * hint, self.attenuate, self.drop_shallow)
+        err = (((tile(target) - xhat) ** 2) * upm).reshape(K, B, *tail).sum(dim=0)
         ones = torch.ones(B, self.n_units, dtype=x.dtype, device=x.device)
         soft = torch.zeros_like(ones) if logits is None else \
             (torch.sigmoid(logits) * masks).reshape(K, B, self.n_units).sum(dim=0)
@@ -365,8 +367,8 @@ class ImageFader(FaderNet):
             raise ValueError(f"patch_size={patch} must divide the image size {h}x{w}")
         if gate not in ("unit", "scalar"):
             raise ValueError(f"gate must be 'unit' or 'scalar', got {gate!r}")
-        if score not in ("max", "top1"):
-            raise ValueError(f"image_score must be 'max' or 'top1', got {score!r}")
+        if score not in ("max", "top1", "sum"):
+            raise ValueError(f"image_score must be 'max', 'top1' or 'sum', got {score!r}")
         self.image_shape, self.patch, self.gate, self.score_kind = (c, h, w), int(patch), gate, score
         self.grid = (h // patch, w // patch)
         self.levels = int(round(math.log2(patch))) + 1
@@ -432,14 +434,16 @@ class ImageFader(FaderNet):
         return F.avg_pool2d(err.mean(dim=1, keepdim=True), self.patch).flatten(1)
 
     def score_against(self, z: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Image score ``max(GaussBlur(sum_c A))`` (or the mean of the top 1 % of A); ``contrib = A`` per pixel,
-        which sums to ``error_sum``."""
+        """Image score ``max(GaussBlur(sum_c A))`` (or the mean of the top 1 % of A, or ``sum``: the sum of A);
+        ``contrib = A`` per pixel, which sums to ``error_sum``."""
         err, mask, soft, upm = self.passes(self.unit(z), self.unit(target))
         emap = err.sum(dim=1, keepdim=True)
+        contrib = err.flatten(1)
         if self.score_kind == "max":
             score = F.conv2d(emap, self.blur, padding=self.blur_pad).flatten(1).max(dim=1).values
-        else:
+        elif self.score_kind == "top1":
             score = torch.topk(emap.flatten(1), self.top_k, dim=1).values.mean(dim=1)
-        contrib = err.flatten(1)
+        else:  # the whole error, as `ae` scores: for whole-image changes (another digit) rather than local defects
+            score = contrib.sum(dim=1)
         return {"score": score, "contrib": contrib, "error_sum": contrib.sum(dim=1),
                 "masked_error": (err * upm).flatten(1).sum(dim=1), "mask": mask, "soft_scores": soft}

@@ -1,6 +1,8 @@
 """Latency and throughput of the stage-A base, FADeR-style and multi-mask graphs as ratios from one run (fader.md 9.6).
 
-CPU onnxruntime, one intra-op thread, FP32 artifacts and their INT8 variants. Every graph is fitted on the same
+CPU onnxruntime, one intra-op thread, FP32 artifacts and their INT8 variants (per-batch activation scales for all
+four graphs: the per-row rewrite of ``aeguard export --int8`` refuses the multi-mask graphs, whose one input row
+becomes K activation rows, so its row-by-row check cannot hold). Every graph is fitted on the same
 protocol split (seed 0) with the same seed, so the base and the FADeR-style model share their stage-A weights;
 the multi-mask rows use ``n_masks = ceil(1/q) = 4`` disjoint masks (RIAD-style, with and without the FADeR
 gates). Timings are interleaved round by round so every graph sees the same machine load: median single-row
@@ -55,7 +57,14 @@ def size_kb(folder: Path) -> float:
     return round((folder / "model.onnx").stat().st_size / 1024, 1)
 
 
-def one_suite(label: str, X_fit: np.ndarray, X_test: np.ndarray, root: Path) -> dict[str, Any]:
+def with_params(spec: str, extra: str) -> str:
+    """``fader(a=1)`` + ``b=2`` -> ``fader(a=1,b=2)``."""
+    if not extra:
+        return spec
+    return f"{spec[:-1]},{extra})" if spec.endswith(")") else f"{spec}({extra})"
+
+
+def one_suite(label: str, X_fit: np.ndarray, X_test: np.ndarray, root: Path, extra: str = "") -> dict[str, Any]:
     from aeguard.benchmark.cells import build_detector
     from aeguard.core.artifact import load_artifact
     from aeguard.edge.variants import export_variant
@@ -63,15 +72,15 @@ def one_suite(label: str, X_fit: np.ndarray, X_test: np.ndarray, root: Path) -> 
     paths: dict[str, dict[str, Path]] = {}
     fit_s = {}
     for name, spec in GRAPHS.items():
-        det = build_detector(spec, 0)
+        det = build_detector(with_params(spec, extra), 0)
         start = time.perf_counter()
         det.fit(X_fit)
         fit_s[name] = round(time.perf_counter() - start, 2)
         fp32 = det.save_artifact(root / label / name.replace(" ", "_"))
         paths[name] = {"fp32": fp32, "int8": export_variant(fp32, root / label / f"{name.replace(' ', '_')}-int8",
-                                                            int8=True)}
-    out: dict[str, Any] = {"n_fit": int(len(X_fit)), "input_shape": list(X_fit.shape[1:]), "fit_s": fit_s,
-                           "results": {}, "ratios_to_base": {}}
+                                                            int8=True, per_row=False)}
+    out: dict[str, Any] = {"n_fit": int(len(X_fit)), "extra_params": extra, "input_shape": list(X_fit.shape[1:]),
+                           "fit_s": fit_s, "results": {}, "ratios_to_base": {}}
     for variant in ("fp32", "int8"):
         models = {n: load_artifact(p[variant], device="cpu", threads=1) for n, p in paths.items()}
         res = timings(models, X_test)
@@ -92,6 +101,10 @@ def main() -> None:
     parser.add_argument("--tabular", default="cardio", help="ODDS dataset name")
     parser.add_argument("--images", default="digits", help="'digits' (8x8, digit 0 one-class) or 'none'")
     parser.add_argument("--data-dir", default="/work/shared/data/odds")
+    parser.add_argument("--table-train", default="epochs=10,epochs_b=2,min_steps=1",
+                        help="extra parameters of the table fits (only their speed is measured: short training)")
+    parser.add_argument("--image-train", default="epochs=10,epochs_b=2",
+                        help="extra parameters of the image fits (only their speed is measured: short training)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp())
@@ -99,14 +112,14 @@ def main() -> None:
                               "graphs": GRAPHS, "suites": {}}
     data = np.load(Path(args.data_dir) / f"{args.tabular}.npz")
     X_fit, X_test, _, _ = make_split(data["X"].astype(np.float64), data["y"].astype(int), 0)
-    report["suites"][args.tabular] = one_suite(args.tabular, X_fit, X_test, root)
+    report["suites"][args.tabular] = one_suite(args.tabular, X_fit, X_test, root, args.table_train)
     if args.images == "digits":
         from sklearn.datasets import load_digits
 
         d = load_digits()
         X = np.round(d.images * (255 / 16)).astype(np.uint8)[:, None]
         own = X[d.target == 0]
-        report["suites"]["digits-0 (1x8x8)"] = one_suite("digits", own[:120], X, root)
+        report["suites"]["digits-0 (1x8x8)"] = one_suite("digits", own[:120], X, root, args.image_train)
     report["load_average"] = os.getloadavg()
     text = json.dumps(report, indent=2)
     print(text)
