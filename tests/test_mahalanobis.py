@@ -18,7 +18,7 @@ from aeguard.core.artifact import load_artifact, read_manifest
 from aeguard.core.deep import FitData
 from aeguard.core.metrics import roc_auc
 from aeguard.core.params import ParamError
-from aeguard.plugins.mahalanobis.detector import MAD_FACTOR, fit_gaussian, ridge, whitening
+from aeguard.plugins.mahalanobis.detector import MAD_FACTOR, fit_gaussian, fit_gaussian_robustly, ridge, whitening
 from aeguard.plugins.mahalanobis.torch_model import MahalanobisAutoEncoder
 from conftest import make_table
 
@@ -202,6 +202,20 @@ def test_covariance_helpers_ridge_and_eigen_fallback():
     np.testing.assert_allclose(w.T @ w, np.diag([0.25, 1e3]), rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="covariance='mcd' needs more training rows"):
         fit_gaussian(codes[:3], "mcd")
+
+
+def test_mcd_on_codes_that_mostly_coincide_falls_back_to_ledoit_wolf_and_says_so():
+    """A dead-ReLU region maps most rows to one code: MCD's support has zero covariance (sklearn raises; seen on
+    ecoli and vertebral in the ODDS run); Ledoit-Wolf on all codes is used, with a warning."""
+    rng = np.random.default_rng(1)
+    codes = np.vstack([np.tile([0.5, -1.0], (70, 1)), rng.standard_normal((30, 2))])
+    with pytest.raises(ValueError, match="support data is equal to 0"):
+        fit_gaussian(codes, "mcd")
+    with pytest.warns(RuntimeWarning, match="MCD support of 100 latent codes is degenerate"):
+        mu, cov, used = fit_gaussian_robustly(codes, "mcd")
+    assert used == "ledoit_wolf"
+    np.testing.assert_allclose(cov, fit_gaussian(codes, "ledoit_wolf")[1])
+    assert fit_gaussian_robustly(codes, "empirical")[2] == "empirical"
 
 
 def test_faithful_mode_uses_the_papers_settings(table):
