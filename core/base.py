@@ -8,6 +8,7 @@ input validation, feature names, thresholding, labels, probabilities and explana
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -18,6 +19,7 @@ from sklearn.exceptions import NotFittedError
 from aeguard.core import thresholds as th
 from aeguard.core.params import check_params
 from aeguard.core.validation import (
+    DataWarning,
     check_classes,
     check_features,
     check_images,
@@ -26,6 +28,7 @@ from aeguard.core.validation import (
     check_scores,
     default_feature_names,
     feature_names_of,
+    fit_warnings,
     input_modality,
     pixel_feature_names,
 )
@@ -133,6 +136,8 @@ class BaseDetector(OutlierMixin, BaseEstimator):
             if pixel_range is not None:
                 raise ValueError("pixel_range applies to image batches only; X is a table")
             X_arr = check_features(X, min_samples=2)
+            for line in fit_warnings(X_arr, names):
+                warnings.warn(line, DataWarning, stacklevel=2)
             for stale in ("image_shape_", "pixel_range_"):
                 if hasattr(self, stale):
                     delattr(self, stale)

@@ -6,9 +6,11 @@ Every error ends the command with exit code 1 and one readable line on stderr (n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -218,7 +220,6 @@ def fit_cmd(
 ) -> None:
     """Fit a detector on DATA (a table, an image .npz or a folder of PNGs) and write an ONNX artifact."""
     from aeguard.core import registry
-    from aeguard.core.validation import check_features, fit_warnings
 
     record = registry.get(name)
     if not record.exports_onnx:
@@ -234,12 +235,9 @@ def fit_cmd(
     y01, why = outlier_labels(y, outlier_value)
     for line in _table_warnings(X, label_column):
         warn(line)
-    if len(getattr(X, "shape", ())) == 2:  # tables (images have their own checks in core.images)
-        names = [str(c) for c in X.columns] if hasattr(X, "columns") else None
-        for line in fit_warnings(check_features(X), names):
-            warn(line)
     fit_kwargs = {"classes": classes.iloc[:, 0].to_numpy()} if classes is not None else {}
-    with console.status(f"fitting {name} on {len(X)} rows") if not getattr(detector, "verbose", False) else _null():
+    with console.status(f"fitting {name} on {len(X)} rows") if not getattr(detector, "verbose", False) else _null(), \
+            _data_warnings_as_lines():
         detector.fit(X, pixel_range=pixel_range, **fit_kwargs)
     path = detector.save_artifact(output, variant=variant)
     msg = f"wrote {path} (threshold {detector.threshold_:.6g}, {int(detector.labels_.sum())} fit rows flagged)"
@@ -248,6 +246,28 @@ def fit_cmd(
     console.print(msg, soft_wrap=True)
     if why:
         warn(why)
+
+
+@contextlib.contextmanager
+def _data_warnings_as_lines() -> Iterator[None]:
+    """Print the fit set's :class:`DataWarning` s as ``warning:`` lines when they are raised (other warnings
+    are shown as usual)."""
+    import warnings
+
+    from aeguard.core.validation import DataWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DataWarning)
+        shown = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, DataWarning):
+                warn(str(message))
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield
 
 
 def _table_warnings(X: Any, label_column: str | None) -> list[str]:

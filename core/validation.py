@@ -27,6 +27,11 @@ F32_MAX = float(np.finfo(np.float32).max)
 EXTREME_SPREADS = 1e6
 
 
+class DataWarning(UserWarning):
+    """A fit set problem that does not stop training (constant columns, extreme values): ``fit`` warns with it,
+    so Python users see what the CLI prints; filter it with ``warnings.simplefilter("ignore", DataWarning)``."""
+
+
 class InputTypeError(TypeError, ValueError):
     """Input of a kind that cannot be a feature matrix (sparse matrices, cells such as dicts).
 

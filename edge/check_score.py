@@ -8,7 +8,9 @@ Run as ``python -m aeguard.edge.check_score COMMAND``:
                      interpreter starts once): OUT/<artifact>.csv as written by ``aeguard-edge score``,
                      OUT/raw.npz (score and contrib), OUT/env.json
     compare A B      compare two ``score`` outputs; exit 1 if an FP32/legacy score or contrib differs by more
-                     than --tol, or an INT8 one by more than --tol-int8
+                     than --tol, or an INT8 one by more than --tol-int8, times max(1, the artifact's largest
+                     |score|): absolute for scores up to 1, relative above (one float32 step of a score of
+                     1.7e3 is 1.2e-4, which no absolute 1e-5 can allow)
     devices DIR      CUDA provider against CPU on every artifact in DIR: max abs difference and batch
                      throughput side by side (CPU only, said so, where CUDA is absent)
 
@@ -123,8 +125,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     env_a, env_b = (json.loads((p / "env.json").read_text()) for p in (a, b))
     raw_a, raw_b = np.load(a / "raw.npz"), np.load(b / "raw.npz")
     print(f"{env_a['machine']} (onnxruntime {env_a['onnxruntime']}) vs {env_b['machine']} "
-          f"(onnxruntime {env_b['onnxruntime']}); max abs difference allowed: {args.tol:g} (FP32 graphs), "
-          f"{args.tol_int8:g} (INT8)")
+          f"(onnxruntime {env_b['onnxruntime']}); difference allowed: {args.tol:g} (FP32 graphs), "
+          f"{args.tol_int8:g} (INT8), times max(1, largest |score|)")
     print(f"{'artifact':<22} {'variant':<12} {'score max|d|':>13} {'relative':>9} {'contrib max|d|':>15} "
           f"{'csv max|d|':>11} {'labels differ':>13}  result")
     failed, results = [], {}
@@ -138,12 +140,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         ca, cb = _csv_scores(a / f"{name}.csv"), _csv_scores(b / f"{name}.csv")
         dcsv = float(np.max(np.abs(ca[:, 0] - cb[:, 0])))
         flips = int(np.sum(ca[:, 1] != cb[:, 1]))
-        tol = args.tol_int8 if variant.startswith("int8") else args.tol
+        magnitude = float(np.max(np.abs(raw_a[f"{name}/score"])))
+        tol = (args.tol_int8 if variant.startswith("int8") else args.tol) * max(1.0, magnitude)
         ok = max(ds, dc, dcsv) <= tol
         verdict = "ok" if ok else "FAIL"
         if not ok:
             failed.append(name)
-        rel = ds / max(float(np.max(np.abs(raw_a[f"{name}/score"]))), 1e-12)
+        rel = ds / max(magnitude, 1e-12)
         results[name] = {"variant": variant, "score": ds, "score_rel": rel, "contrib": dc, "csv": dcsv,
                          "label_flips": flips, "tolerance": tol, "result": verdict}
         print(f"{name:<22} {variant:<12} {ds:>13.3g} {rel:>9.2g} {dc:>15.3g} {dcsv:>11.3g} {flips:>13d}  {verdict}")

@@ -451,3 +451,25 @@ def test_info_and_cpu_fallback(arts):
         assert model.device == "cpu"
         cuda = run(EDGE, "score", str(arts["fp32"]), str(arts["csv"]), "--device", "cuda")
         assert cuda.returncode == 1 and cuda.stderr.startswith("error: device='cuda'")
+
+
+def test_edge_check_compare_allows_one_float32_step_of_large_scores_and_fails_beyond(tmp_path):
+    """``make edge-check``'s compare: the tolerance is absolute up to |score| 1 and relative above."""
+    import json
+
+    from aeguard.edge.check_score import main as check_main
+
+    def side(folder, scores):
+        folder.mkdir()
+        (folder / "env.json").write_text(json.dumps({"machine": folder.name, "onnxruntime": "x",
+                                                     "variants": {"big-fp32": "fp32"}}))
+        np.savez(folder / "raw.npz", **{"big-fp32/score": scores, "big-fp32/contrib": scores[:, None] / 2})
+        lines = ["score,label,probability"] + [f"{float(s)!r},0,0.5" for s in scores]
+        (folder / "big-fp32.csv").write_text("\n".join(lines) + "\n")
+
+    base = np.array([1700.0, 900.5, 3.0], dtype=np.float32)
+    side(tmp_path / "a", base)
+    side(tmp_path / "b", np.nextafter(base, np.float32(np.inf)))  # one float32 step: 1.2e-4 at 1.7e3
+    assert check_main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    side(tmp_path / "c", base + np.float32(0.1))  # 6e-5 relative: a real difference
+    assert check_main(["compare", str(tmp_path / "a"), str(tmp_path / "c")]) == 1

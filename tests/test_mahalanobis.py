@@ -18,7 +18,7 @@ from aeguard.core.artifact import load_artifact, read_manifest
 from aeguard.core.deep import FitData
 from aeguard.core.metrics import roc_auc
 from aeguard.core.params import ParamError
-from aeguard.plugins.mahalanobis.detector import MAD_FACTOR, fit_gaussian, ridge, whitening
+from aeguard.plugins.mahalanobis.detector import MAD_FACTOR, fit_gaussian, fit_gaussian_robustly, ridge, whitening
 from aeguard.plugins.mahalanobis.torch_model import MahalanobisAutoEncoder
 from conftest import make_table
 
@@ -204,6 +204,20 @@ def test_covariance_helpers_ridge_and_eigen_fallback():
         fit_gaussian(codes[:3], "mcd")
 
 
+def test_mcd_on_codes_that_mostly_coincide_falls_back_to_ledoit_wolf_and_says_so():
+    """A dead-ReLU region maps most rows to one code: MCD's support has zero covariance (sklearn raises; seen on
+    ecoli and vertebral in the ODDS run); Ledoit-Wolf on all codes is used, with a warning."""
+    rng = np.random.default_rng(1)
+    codes = np.vstack([np.tile([0.5, -1.0], (70, 1)), rng.standard_normal((30, 2))])
+    with pytest.raises(ValueError, match="support data is equal to 0"):
+        fit_gaussian(codes, "mcd")
+    with pytest.warns(RuntimeWarning, match="MCD support of 100 latent codes is degenerate"):
+        mu, cov, used = fit_gaussian_robustly(codes, "mcd")
+    assert used == "ledoit_wolf"
+    np.testing.assert_allclose(cov, fit_gaussian(codes, "ledoit_wolf")[1])
+    assert fit_gaussian_robustly(codes, "empirical")[2] == "empirical"
+
+
 def test_faithful_mode_uses_the_papers_settings(table):
     X, _ = table
     det = _fit(X, faithful=True)
@@ -247,9 +261,9 @@ def test_images_train_a_conv_autoencoder_with_bce_on_pixels_in_0_1():
     x01 = test.reshape(len(test), -1) / 255.0
     with torch.no_grad():
         xhat = det.model_(det.standardize_(torch.from_numpy(test.astype(np.float32)))).numpy().astype(float)
-    p = np.clip(xhat, 1e-7, 1 - 1e-7)
-    bce = -(x01 * np.log(p) + (1 - x01) * np.log(1 - p)).mean(axis=1)
-    np.testing.assert_allclose(out.components["recon"], det.beta_ * bce, rtol=1e-4, atol=1e-5)
+    p, t = np.clip(xhat, 1e-7, 1 - 1e-7), np.clip(x01, 1e-7, 1 - 1e-7)
+    kl = (-(x01 * np.log(p) + (1 - x01) * np.log(1 - p)) + (x01 * np.log(t) + (1 - x01) * np.log(1 - t))).mean(axis=1)
+    np.testing.assert_allclose(out.components["recon"], det.beta_ * kl, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(det.explain_maps(test[:3]).sum(axis=(1, 2, 3)), out.score[:3], rtol=1e-5)
     assert registry.create("mahalanobis")._loss() == "mse"  # tables: MSE
     assert isinstance(MahalanobisAutoEncoder((5,), 2).decoder[-1], torch.nn.Linear)
@@ -258,15 +272,20 @@ def test_images_train_a_conv_autoencoder_with_bce_on_pixels_in_0_1():
         assert model(torch.zeros(2, int(np.prod(shape)))).shape == (2, int(np.prod(shape)))
 
 
-def test_bce_term_is_the_clamped_spec_formula_even_where_the_sigmoid_saturates():
-    """The BCE of the logit equals the spec's clamped-probability formula (float64) across saturation."""
+def test_bce_term_is_the_clamped_spec_formula_minus_the_target_entropy_even_where_the_sigmoid_saturates():
+    """The BCE of the logit equals the spec's clamped-probability formula (float64) across saturation, less the
+    target's own entropy (so the term is the Bernoulli KL divergence, zero at a perfect reconstruction)."""
     model = MahalanobisAutoEncoder((1, 8, 8), 4, loss="bce", unit=(np.zeros(64), np.ones(64)))
     logit = torch.linspace(-40, 40, 64, dtype=torch.float32).reshape(1, 64).repeat(3, 1)
     target = torch.tensor([0.0, 1.0, 0.3]).reshape(3, 1).repeat(1, 64)
     got = model.recon_terms(logit, target).double().numpy() * 64
     p = np.clip(1 / (1 + np.exp(-logit.double().numpy())), 1e-7, 1 - 1e-7)
     t = target.double().numpy()
-    np.testing.assert_allclose(got, -(t * np.log(p) + (1 - t) * np.log(1 - p)), rtol=2e-6, atol=1e-7)
+    tc = np.clip(t, 1e-7, 1 - 1e-7)
+    entropy = -(t * np.log(tc) + (1 - t) * np.log(1 - tc))
+    np.testing.assert_allclose(got, -(t * np.log(p) + (1 - t) * np.log(1 - p)) - entropy, rtol=2e-6, atol=2e-6)
+    perfect = torch.logit(torch.tensor([[0.3] * 64]).double()).float()  # x^ = t = 0.3: KL 0, BCE 0.61
+    assert abs(float(model.recon_terms(perfect, torch.full((1, 64), 0.3)).sum())) < 1e-5
 
 
 def test_image_artifact_matches_torch_with_default_training(tmp_path):

@@ -39,9 +39,10 @@ SELF_EXCLUDED = (LABELS + "; and the threshold is set on fit-set scores in which
                  "exempts its novelty-mode LOF from this count for the same reason)")
 FLOAT32 = ("the scoring graph computes in float32, in process as in the exported ONNX graph; torch's vectorised "
            "kernels round a row one or two ulps differently with its position in the batch (apre: softplus and its "
-           "scalar tail; fader: its U-Net kernels, measured 2.1e-7 relative on 1 of 20 rows), so a row's score "
-           "moves by ~1e-7 relative with its position in the batch, and the check's tolerance (rtol 1e-7) is below "
-           "float32's resolution (1.2e-7)")
+           "scalar tail; fader: its U-Net kernels, measured 2.1e-7 relative on 1 of 20 rows; cbnet: its dense "
+           "layers and prototype MatMul, 1.7e-7 relative on 2 of 20 rows), so a row's score moves by ~1e-7 "
+           "relative with its position in the batch, and the check's tolerance (rtol 1e-7) is below float32's "
+           "resolution (1.2e-7)")
 
 #: check name -> reason, per detector name ("*": every detector). The only deliberate departures.
 EXPECTED_FAILURES: dict[str, dict[str, str]] = {
@@ -51,6 +52,7 @@ EXPECTED_FAILURES: dict[str, dict[str, str]] = {
     "apre": {"check_outliers_fit_predict": SELF_EXCLUDED, "check_outliers_train": SELF_EXCLUDED,
              "check_methods_sample_order_invariance": FLOAT32, "check_methods_subset_invariance": FLOAT32},
     "fader": {"check_methods_sample_order_invariance": FLOAT32, "check_methods_subset_invariance": FLOAT32},
+    "cbnet": {"check_methods_sample_order_invariance": FLOAT32, "check_methods_subset_invariance": FLOAT32},
 }
 
 

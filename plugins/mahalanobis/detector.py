@@ -75,6 +75,23 @@ def fit_gaussian(codes: np.ndarray, method: str, seed: int = 0,
     raise ValueError(f"covariance must be one of {COVARIANCES}, got {method!r}")
 
 
+def fit_gaussian_robustly(codes: np.ndarray, method: str, seed: int = 0,
+                          assume_centered: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
+    """:func:`fit_gaussian` and the estimator it used: when MCD's support (about half the rows, the most
+    concentrated ones) has zero covariance, which happens when an encoder maps many rows to one code (a dead-ReLU
+    region), MCD has nothing robust to offer and sklearn raises; Ledoit-Wolf on all codes is used instead, with a
+    warning, and the manifest records it (``extra.mahalanobis.covariance_used``)."""
+    try:
+        return (*fit_gaussian(codes, method, seed, assume_centered), method)
+    except ValueError as exc:
+        if method != "mcd" or "support data is equal to 0" not in str(exc):
+            raise
+        warnings.warn(f"covariance='mcd': the MCD support of {len(codes)} latent codes is degenerate (its "
+                      "covariance is 0: many rows encode to one point); using 'ledoit_wolf' on all codes",
+                      RuntimeWarning, stacklevel=2)
+        return (*fit_gaussian(codes, "ledoit_wolf", seed, assume_centered), "ledoit_wolf")
+
+
 def ridge(cov: np.ndarray, spread: float | None = None) -> tuple[np.ndarray, float]:
     """``S + eps I`` with ``eps = 1e-6 * spread / m`` (floored at 1e-12, so a constant latent stays invertible).
 
@@ -280,15 +297,17 @@ class MahalanobisDetector(MSSMixin, DeepDetector):
         if mode == "tied":
             mus = np.stack([codes[rows].mean(axis=0) for rows in groups])
             residuals = codes - mus[data.classes_train]
-            _, cov = fit_gaussian(residuals, method, seed, assume_centered=True)
+            _, cov, used = fit_gaussian_robustly(residuals, method, seed, assume_centered=True)
+            estimators = [used]
             dof = max(1, len(codes) - len(groups))  # pooled within-class covariance: n - K degrees of freedom
             if method == "empirical":
                 cov = cov * (len(codes) - 1) / dof
             covs, spreads = [cov], [float((residuals ** 2).sum()) / dof]
         else:
-            fits = [fit_gaussian(codes[rows], method, seed) for rows in groups]
-            mus = np.stack([mu for mu, _ in fits])
-            covs = [cov for _, cov in fits]
+            fits = [fit_gaussian_robustly(codes[rows], method, seed) for rows in groups]
+            mus = np.stack([mu for mu, _, _ in fits])
+            covs = [cov for _, cov, _ in fits]
+            estimators = [used for _, _, used in fits]
             spreads = [float(np.var(codes[rows], axis=0, ddof=1).sum()) for rows in groups]
         whitens, eps, methods = [], [], []
         for cov, spread in zip(covs, spreads):
@@ -299,7 +318,8 @@ class MahalanobisDetector(MSSMixin, DeepDetector):
             methods.append(how)
         whiten = whitens[0] if len(whitens) == 1 else np.stack(whitens)
         model.latent = LatentMahalanobis(mus, whiten, alpha=1.0, with_class=mode != "none")
-        self.gaussians_ = {"class_mode": mode, "covariance": method, "n_gaussians": int(len(mus)),
+        self.gaussians_ = {"class_mode": mode, "covariance": method, "covariance_used": estimators,
+                           "n_gaussians": int(len(mus)),
                            "latent": int(model.m), "ridge_eps": [float(e) for e in eps], "whitening": methods,
                            "n_train": int(len(codes))}
         rows = data.z_val if data.z_val is not None else data.z_train

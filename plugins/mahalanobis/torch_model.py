@@ -199,11 +199,18 @@ class MahalanobisAutoEncoder(nn.Module):
         ``+-logit(1 - 1e-7)``: the spec's ``-(t log x^ + (1 - t) log(1 - x^))`` with ``x^`` clamped to
         ``[1e-7, 1 - 1e-7]``, exactly, but without forming ``1 - sigmoid(a)`` in float32, whose last-bit
         differences between torch and onnxruntime near saturation changed the term by up to 0.5 %.
+
+        The target's own entropy ``H(t) = -(t log t + (1 - t) log(1 - t))`` is subtracted (aeguard design): BCE is
+        not zero at a perfect reconstruction of a gray pixel, so a raw BCE score adds how gray an image is to how
+        badly it is reconstructed; ``BCE - H`` is the Bernoulli KL divergence ``KL(t || x^)``, zero at a perfect
+        reconstruction. ``H`` has no parameters, so training (gradients, early stopping) is unchanged.
         """
         target = self._input(target)
         if self.loss == "bce":
             logit = torch.clamp(out, -BCE_LOGIT, BCE_LOGIT)
             terms = target * nn.functional.softplus(-logit) + (1.0 - target) * nn.functional.softplus(logit)
+            t = torch.clamp(target, BCE_EPS, 1.0 - BCE_EPS)
+            terms = terms + (target * torch.log(t) + (1.0 - target) * torch.log(1.0 - t))
         else:
             terms = (target - out) ** 2
         return terms / self.n_features
