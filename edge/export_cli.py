@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -49,14 +50,14 @@ def export_cmd(
 # --- bench-edge ---------------------------------------------------------------------------------------
 
 
-def _median_us(fn: Any, repeats: int) -> float:
+def median_us(fn: Any, repeats: int) -> float:
+    """Median wall time of ``repeats`` calls of ``fn``, in microseconds (also used by the scripts' speed runs)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter_ns()
         fn()
         times.append(time.perf_counter_ns() - start)
-    times.sort()
-    return times[len(times) // 2] / 1e3
+    return statistics.median(times) / 1e3
 
 
 def measure_latency(models: dict[str, Any], X: Any, single_repeats: int = 300,
@@ -79,7 +80,7 @@ def measure_latency(models: dict[str, Any], X: Any, single_repeats: int = 300,
         rounds = 10
         for _ in range(rounds):
             for name, model in models.items():
-                out[name].setdefault(key, []).append(_median_us(make(model), max(1, repeats // rounds)))
+                out[name].setdefault(key, []).append(median_us(make(model), max(1, repeats // rounds)))
     return {name: {k: float(np.median(v)) for k, v in d.items()} for name, d in out.items()}
 
 

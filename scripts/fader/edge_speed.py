@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -24,17 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from aeguard.edge.export_cli import median_us
+
 GRAPHS = {"base (stage A)": "fader(attenuation=false)", "fader": "fader",
           "multi-mask x4": "fader(n_masks=4,attenuation=false)", "multi-mask x4 + fader": "fader(n_masks=4)"}
-
-
-def _median_us(fn: Any, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter_ns()
-        fn()
-        times.append(time.perf_counter_ns() - start)
-    return statistics.median(times) / 1e3
 
 
 def timings(models: dict[str, Any], X: np.ndarray, rounds: int = 10) -> dict[str, dict[str, float]]:
@@ -47,8 +39,8 @@ def timings(models: dict[str, Any], X: np.ndarray, rounds: int = 10) -> dict[str
         m.session.run(None, {m.input_name: batch[:100]})
     for _ in range(rounds):
         for name, m in models.items():
-            lat[name].append(_median_us(lambda m=m: m.session.run(None, {m.input_name: one}), 50))
-            big[name].append(_median_us(lambda m=m: m.session.run(None, {m.input_name: batch}), 3))
+            lat[name].append(median_us(lambda m=m: m.session.run(None, {m.input_name: one}), 50))
+            big[name].append(median_us(lambda m=m: m.session.run(None, {m.input_name: batch}), 3))
     return {k: {"latency_us": round(float(np.median(lat[k])), 1),
                 "rows_per_s": round(1000 / (float(np.median(big[k])) / 1e6))} for k in models}
 
