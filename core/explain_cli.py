@@ -43,6 +43,11 @@ def explain(
     frame.insert(0, "score", scored.score)
     frame.insert(0, "name", names)
     frame.to_csv(output / "contributions.csv", index=False, float_format="%.6g")
+    if not np.isfinite(scored.contrib).any():
+        console.print(f"wrote contributions.csv for {len(X)} rows to {output} ({int(scored.label.sum())} flagged); "
+                      f"no pictures: this {model.detector_name} artifact has no per-feature contributions "
+                      "(its score has no natural split over the features; the CSV holds NaN there)")
+        return
     order = np.argsort(-scored.score, kind="stable")
     chosen = [i for i in order if scored.label[i]] if flagged else list(order[:top])
     images = np.asarray(model.validate(X)) if model.image_shape is not None else None

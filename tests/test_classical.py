@@ -217,3 +217,22 @@ def test_http_scores_equal_in_process(name, server, arts, data):
         np.testing.assert_allclose(contrib, det.score_output(frame.head(40)).contrib, rtol=1e-5, atol=1e-6)
     else:
         assert all(v is None for row in contrib for v in row)  # NaN: no per-feature split
+
+
+def test_explain_says_when_an_artifact_has_no_contributions(arts, data, tmp_path):
+    """knn has no natural per-feature split (NaN contrib): explain writes the CSV, says so, draws no empty bars;
+    ecod has one and gets its pictures."""
+    from typer.testing import CliRunner
+
+    from aeguard.core.cli import app
+
+    frame, _ = data
+    csv = tmp_path / "d.csv"
+    frame.to_csv(csv, index=False)
+    for name, pictures in (("knn", 0), ("ecod", 3)):
+        out = tmp_path / name
+        result = CliRunner().invoke(app, ["explain", str(arts[name][1]), str(csv), "-o", str(out), "--top", "3"])
+        assert result.exit_code == 0, result.output
+        assert len(list(out.glob("*.png"))) == pictures
+        assert len(pd.read_csv(out / "contributions.csv")) == len(frame)
+        assert ("no per-feature contributions" in result.output) == (pictures == 0)
