@@ -38,7 +38,7 @@ import numpy as np
 
 from aeguard.core import thresholds as th
 from aeguard.core.chunks import chunk_rows, run_chunked
-from aeguard.core.validation import check_features, check_images, feature_names_of, input_modality
+from aeguard.core.validation import check_layout
 
 FORMAT = "aeguard-artifact"
 FORMAT_VERSION = 2
@@ -559,17 +559,9 @@ class Artifact:
 
     def validate(self, X: Any) -> np.ndarray:
         """``X`` checked against the artifact's input: a table (by name or width) or images of its shape."""
-        owner = f"artifact {self.detector_name!r}"
-        if self.image_shape is not None:
-            if input_modality(X) != "image":
-                raise ValueError(f"{owner} takes {self.image_shape} images: pass an (N, C, H, W) or (N, H, W) "
-                                 "array, not a table")
-            return check_images(X, pixel_range=self.pixel_range, image_shape=self.image_shape, owner=owner)[0]
-        if input_modality(X) == "image":
-            raise ValueError(f"{owner} takes tables of {self.n_features_in_} features, got an image batch of "
-                             f"shape {np.shape(X)}")
-        names = self.feature_names if feature_names_of(X) is not None else None
-        return check_features(X, feature_names=names, n_features=self.n_features_in_)
+        return check_layout(X, owner=f"artifact {self.detector_name!r}", n_features=self.n_features_in_,
+                            feature_names=self.feature_names, image_shape=self.image_shape,
+                            pixel_range=self.pixel_range)
 
     def run(self, X: np.ndarray, batch_rows: int | None = None) -> dict[str, np.ndarray]:
         """Raw graph outputs for a validated float matrix, in chunks of ``batch_rows`` (default: the largest

@@ -24,6 +24,7 @@ from aeguard.core.validation import (
     check_features,
     check_images,
     check_labels,
+    check_layout,
     check_modality,
     check_scores,
     default_feature_names,
@@ -189,18 +190,10 @@ class BaseDetector(OutlierMixin, BaseEstimator):
     def _validate(self, X: Any) -> np.ndarray:
         """Check ``X`` against the fitted layout: by column name when both sides have names, else by width."""
         self._check_fitted()
-        owner = type(self).__name__
-        if hasattr(self, "image_shape_"):
-            if input_modality(X) != "image":
-                raise ValueError(f"{owner} was fitted on {self.image_shape_} images; pass an (N, C, H, W) or "
-                                 "(N, H, W) array, not a table")
-            return check_images(X, pixel_range=self.pixel_range_, image_shape=self.image_shape_, owner=owner)[0]
-        if input_modality(X) == "image":
-            raise ValueError(f"{owner} was fitted on a table of {self.n_features_in_} features, got an image batch "
-                             f"of shape {np.shape(X)}")
-        by_name = hasattr(self, "feature_names_in_") and feature_names_of(X) is not None
-        names = [str(n) for n in self.feature_names_in_] if by_name else None
-        return check_features(X, feature_names=names, n_features=self.n_features_in_, owner=type(self).__name__)
+        return check_layout(X, owner=type(self).__name__, n_features=self.n_features_in_,
+                            feature_names=getattr(self, "feature_names_in_", None),
+                            image_shape=getattr(self, "image_shape_", None),
+                            pixel_range=getattr(self, "pixel_range_", None))
 
     def score_output(self, X: Any) -> ScoreOutput:
         """Full scoring output (score, contributions, components) for validated ``X``."""

@@ -401,3 +401,29 @@ def check_images(
                          f"pixel range [{lo:g}, {hi:g}]; state the range of your pixels (pixel_range=(low, high), "
                          "--pixel-range LOW,HIGH)")
     return np.ascontiguousarray(arr), (lo, hi)
+
+
+def check_layout(
+    X: Any,
+    *,
+    owner: str,
+    n_features: int,
+    feature_names: Sequence[str] | None = None,
+    image_shape: Sequence[int] | None = None,
+    pixel_range: Any = None,
+) -> np.ndarray:
+    """``X`` checked against a fitted input layout: the one rule of fitted detectors and loaded artifacts.
+
+    Images of ``image_shape`` (C, H, W) when it is given; else a table, matched by column name when both sides
+    have names (``feature_names`` and a DataFrame), by width otherwise. Mixing the two modalities is refused
+    naming what the model takes.
+    """
+    if image_shape is not None:
+        if input_modality(X) != "image":
+            raise ValueError(f"{owner} takes {tuple(int(v) for v in image_shape)} (C x H x W) images: pass an "
+                             "(N, C, H, W) or (N, H, W) array, not a table")
+        return check_images(X, pixel_range=pixel_range, image_shape=image_shape, owner=owner)[0]
+    if input_modality(X) == "image":
+        raise ValueError(f"{owner} takes tables of {n_features} features, got an image batch of shape {np.shape(X)}")
+    names = [str(n) for n in feature_names] if feature_names is not None and feature_names_of(X) is not None else None
+    return check_features(X, feature_names=names, n_features=n_features, owner=owner)

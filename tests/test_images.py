@@ -61,15 +61,23 @@ def test_every_record_states_the_modalities_its_class_enforces(example_plugin_in
     assert {"ae", "apre", "ae+mss"} <= set(image_detectors())
 
 
-def test_images_to_a_table_only_detector_and_tables_to_an_image_only_one_are_refused():
+def test_images_to_a_table_only_detector_and_tables_to_an_image_only_one_are_refused(tmp_path):
     X, _ = digits()
     with pytest.raises(ValueError, match=r"takes tables only .*got an image batch"):
         registry.build_detector("iforest", seed=0).fit(X[:50])
     with pytest.raises(ValueError, match=r"takes images only .*got a table"):
         ImageOnly(**FAST).fit(X[:50].reshape(50, -1))
     table_fit = AEDetector(**FAST, random_state=0).fit(X[:50].reshape(50, -1).astype(float))
-    with pytest.raises(ValueError, match="fitted on a table of 64 features, got an image batch"):
+    with pytest.raises(ValueError, match="AEDetector takes tables of 64 features, got an image batch"):
         table_fit.decision_function(X[:3])
+    artifact = load_artifact(table_fit.save_artifact(tmp_path / "table"))  # one rule, one wording
+    with pytest.raises(ValueError, match="artifact 'ae' takes tables of 64 features, got an image batch"):
+        artifact.score(X[:3])
+    image_fit = AEDetector(**FAST, random_state=0).fit(X[:50])
+    image_artifact = load_artifact(image_fit.save_artifact(tmp_path / "image"))
+    for call, owner in ((image_fit.decision_function, "AEDetector"), (image_artifact.score, "artifact 'ae'")):
+        with pytest.raises(ValueError, match=rf"{owner} takes \(1, 8, 8\) \(C x H x W\) images: .* not a table"):
+            call(X[:3].reshape(3, -1))
 
 
 def test_bad_image_batches_are_refused_with_the_problem_named():
