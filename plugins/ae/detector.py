@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from aeguard.core.deep import DeepDetector, FitData
+from aeguard.core.deep import DeepDetector, FitData, adam
 from aeguard.core.params import TRAINING_SPEC, Spec
 from aeguard.plugins.ae.torch_model import AutoEncoder
 
@@ -46,5 +46,5 @@ class AEDetector(DeepDetector):
         return ((model(z) - z) ** 2).sum(dim=1).mean()
 
     def configure_optimizer(self, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
+        optimizer = adam(model.parameters(), lr=self.lr)
         return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=1000, gamma=0.5)

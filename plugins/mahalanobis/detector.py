@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aeguard.core.deep import DeepDetector, FitData, Stage
+from aeguard.core.deep import DeepDetector, FitData, Stage, adam
 from aeguard.core.params import TRAINING_SPEC, Bool, Choice, Int, Spec
 from aeguard.plugins.mahalanobis.torch_model import LatentMahalanobis, MahalanobisAutoEncoder, latent_size
 from aeguard.plugins.mss import MSSMixin
@@ -137,7 +137,7 @@ def _adadelta(parameters: list[nn.Parameter], stage: Stage) -> tuple[torch.optim
 
 
 def _adam(parameters: list[nn.Parameter], stage: Stage) -> tuple[torch.optim.Optimizer, Any]:
-    return torch.optim.Adam(parameters, lr=stage.lr), None
+    return adam(parameters, lr=stage.lr), None
 
 
 class MahalanobisDetector(MSSMixin, DeepDetector):

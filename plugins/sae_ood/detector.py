@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aeguard.core.deep import DeepDetector, FitData, Stage
+from aeguard.core.deep import DeepDetector, FitData, Stage, adam
 from aeguard.core.params import TRAINING_SPEC, Bool, Choice, Float, Int, Spec, Str
 from aeguard.core.reference import ReferenceDraw, draw_reference
 from aeguard.plugins.mss import MSSMixin
@@ -398,7 +398,7 @@ class SAEOODDetector(MSSMixin, DeepDetector):
         return int(round(start + (end - start) * frac))
 
     def _optimizer(self, parameters: list[nn.Parameter], stage: Stage) -> tuple[torch.optim.Optimizer, Any]:
-        return torch.optim.Adam(parameters, lr=stage.lr, eps=ADAM_EPS), None
+        return adam(parameters, lr=stage.lr, eps=ADAM_EPS), None
 
     def stages(self, model: nn.Module, data: FitData) -> list[Stage]:
         epochs = int(self.epochs)
