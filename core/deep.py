@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from aeguard.core.base import BaseDetector, ScoreOutput
-from aeguard.core.params import Int, Spec
+from aeguard.core.params import Grid, Int, Spec
 
 _LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
 
@@ -316,6 +316,12 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def _check_member_grid(detector: Any, entries: dict[str, list[Any]]) -> None:
+    from aeguard.core.ensemble import member_overrides
+
+    member_overrides(detector, entries)
+
+
 class DeepDetector(BaseDetector):
     """Lightning-trained detector; subclasses add their own hyperparameters to ``__init__``.
 
@@ -328,10 +334,22 @@ class DeepDetector(BaseDetector):
     exportable = True
     #: hyperparameters the base adds to every subclass's signature (keyword-only, after the class's own), so
     #: ``get_params``/``clone``/``--param`` see them without any plugin declaring them: ``n_members`` networks
-    #: trained together and combined in one graph (``aeguard.core.ensemble``); 1 is the single model, unchanged
-    ensemble_params: ClassVar[dict[str, Any]] = {"n_members": 1}
-    param_spec: ClassVar[dict[str, Spec]] = {"n_members": Int(low=1)}
+    #: trained together and combined in one graph (``aeguard.core.ensemble``); 1 is the single model, unchanged;
+    #: ``member_grid``: per-member values of the class's own parameters ("none": members differ in their seeds only)
+    ensemble_params: ClassVar[dict[str, Any]] = {"n_members": 1, "member_grid": "none"}
+    param_spec: ClassVar[dict[str, Spec]] = {"n_members": Int(low=1), "member_grid": Grid(validate=_check_member_grid)}
     n_members: int = 1
+    member_grid: Any = "none"
+    #: parameters the members of an ensemble share, so ``member_grid`` refuses them (with the reason shown): the
+    #: base reads them once, before the members exist, or they act on the combined score
+    member_shared_params: ClassVar[dict[str, str]] = {
+        "n_members": "is the ensemble's own size", "member_grid": "is the grid itself",
+        "contamination": "sets the threshold of the combined score, not a member's",
+        "random_state": "seeds the split the members share (each member already has its own seed, member_seed)",
+        "val_fraction": "sets the training/hold-out split, which the members share",
+        "device": "is one device for the whole ensemble", "verbose": "is a display setting",
+        "faithful": "imposes several settings at once, among them the split the members share",
+    }
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -439,11 +457,14 @@ class DeepDetector(BaseDetector):
     def _training_key(self, model: nn.Module, data: FitData) -> str:
         """Everything training can depend on: any parameter not declared a scoring parameter (resolved, so
         ``faithful`` counts), the initial weights (architecture and seed), the data, seed and device."""
+        from aeguard.core.ensemble import Members
         from aeguard.core.training_cache import training_key
 
         scoring = self._scoring_params()
         params = {name: self._param(name, value) for name, value in self.get_params(deep=False).items()
-                  if name not in scoring}
+                  if name not in scoring and name != "member_grid"}
+        if isinstance(model, Members) and any(model.overrides):  # the resolved values: text and dict agree
+            params["member_grid"] = model.overrides  # (absent without a grid: keys from before it stay valid)
         if len(data.val_idx) == 0:  # without a hold-out these cannot change training
             params.update(early_stopping=None, restore_best=False)
         initial = [t.detach().cpu().numpy() for t in model.state_dict().values()]
@@ -476,9 +497,10 @@ class DeepDetector(BaseDetector):
         return cached_training(self._training_key(model, data), model, train)
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None, classes: np.ndarray | None = None) -> None:
-        from aeguard.core.ensemble import check_n_members
+        from aeguard.core.ensemble import member_overrides
 
-        n_members = check_n_members(self.n_members)
+        overrides = member_overrides(self)  # checks n_members and the grid before any work
+        n_members = len(overrides)
         if n_members > 1:
             self._check_ensemble_scoring()
         seed = self.seed_
@@ -501,10 +523,10 @@ class DeepDetector(BaseDetector):
         self.split_ = {"n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "seed": int(seed),
                        "val_fraction": float(self._param("val_fraction", 0.0) or 0.0)}
         self.prepare(data)
-        model = self.build_model(data)
         if n_members > 1:
-            self._fit_ensemble(model, data, n_members)
+            self._fit_ensemble(data, overrides)
             return
+        model = self.build_model(data)
         self.ensemble_ = None
         self.history_ = self._train(model, data)
         model = model.to("cpu").eval()
@@ -526,30 +548,49 @@ class DeepDetector(BaseDetector):
             raise ValueError(f"n_members > 1 is not available for {type(self).__name__}: {own[0]} computes its "
                              "fit-set scores itself (_fit_scores), which an ensemble cannot combine; use n_members=1")
 
-    def _fit_ensemble(self, first: nn.Module, data: FitData, n_members: int) -> None:
-        """``n_members`` networks (member 0 = ``first``, the single model's), trained together, each finished by
-        the plugin's own hooks, then combined on a common scale in one model (``aeguard.core.ensemble``)."""
-        from aeguard.core.ensemble import EnsembleModel, Members, fit_scales, member_seed
+    def _fit_ensemble(self, data: FitData, overrides: list[dict[str, Any]]) -> None:
+        """``len(overrides)`` networks, each built, trained and finished by the plugin's own hooks with its grid
+        values set (``member_grid``; none: the detector's own values), then combined on a common scale in one
+        model (``aeguard.core.ensemble``). Member 0 is drawn where the single model is, member ``i`` after
+        ``member_seed(seed, i)``; data, split and ``prepare`` statistics are shared, so grid values that would
+        change what ``prepare`` computes are refused here, on the data."""
+        from aeguard.core.ensemble import (
+            EnsembleModel,
+            Members,
+            check_shared_prepare,
+            fit_scales,
+            member_seed,
+            member_view,
+        )
 
-        models = [first]
-        for i in range(1, n_members):
-            torch.manual_seed(member_seed(data.seed, i))
-            models.append(self.build_model(data))
+        n_members = len(overrides)
+        grid = any(overrides)
+        if grid and type(self).prepare is not DeepDetector.prepare:
+            check_shared_prepare(self, data, overrides)
+        models = []
+        for i, values in enumerate(overrides):
+            if i > 0:
+                torch.manual_seed(member_seed(data.seed, i))
+            with member_view(self, values):
+                models.append(self.build_model(data))
         torch.manual_seed(data.seed)
-        members = Members(models)
+        members = Members(models, overrides)
         self.history_ = self._train(members, data)
         targets: list[tuple[nn.Module | None, np.ndarray | None]] = []
-        for model in models:
+        for model, values in zip(models, overrides):
             model.to("cpu").eval()
-            with torch.no_grad():
-                self.fit_after_training(model, data)
-            targets.append(self.make_target(model, data))
+            with member_view(self, values):
+                with torch.no_grad():
+                    self.fit_after_training(model, data)
+                targets.append(self.make_target(model, data))
         target, fit_targets = targets[0]
         for _, other in targets[1:]:
             same = (other is None) == (fit_targets is None) and (other is None or np.array_equal(other, fit_targets))
             if not same:
                 raise ValueError(f"{type(self).__name__}: n_members > 1 needs one target shared by all members, "
                                  "but this detector's make_target gave different targets per member")
+        if grid:
+            self._check_member_outputs(models, data, fit_targets, overrides)
         centers, scales, n_contrib = fit_scales(models, data.z, fit_targets)
         self.model_ = EnsembleModel(models, centers, scales, n_contrib).eval()
         self.target_ = target
@@ -560,7 +601,27 @@ class DeepDetector(BaseDetector):
             "combination": "mean over members of (score - median) / (1.4826 MAD), fit-set statistics per member",
             "centers": centers, "scales": scales, **{k: v for k, v in training.items() if k != "n_members"},
         }
+        if grid:
+            self.ensemble_.update(member_grid=self.member_grid if isinstance(self.member_grid, str)
+                                  else {k: list(v) if isinstance(v, (list, tuple)) else [v]
+                                        for k, v in self.member_grid.items()},
+                                  member_overrides=overrides)
         self._build_graph()
+
+    @staticmethod
+    def _check_member_outputs(models: list[nn.Module], data: FitData, fit_targets: np.ndarray | None,
+                              overrides: list[dict[str, Any]]) -> None:
+        """The graph combines the members output by output: refuse grid values under which a member scores with
+        other outputs (names or shapes) than member 0."""
+        z = torch.from_numpy(np.ascontiguousarray(data.z[:2], dtype=np.float32))
+        t = z if fit_targets is None else torch.from_numpy(np.ascontiguousarray(fit_targets[:2], dtype=np.float32))
+        with torch.no_grad():
+            shapes = [{k: tuple(v.shape) for k, v in m.score_against(z, t).items()} for m in models]
+        for i, found in enumerate(shapes[1:], start=1):
+            if found != shapes[0]:
+                raise ValueError(f"member_grid: member {i} ({overrides[i]}) scores with outputs {found}, member 0 "
+                                 f"({overrides[0]}) with {shapes[0]}; one graph needs the same outputs from every "
+                                 "member, so keep that parameter out of the grid")
 
     def _build_graph(self) -> None:
         probe = torch.zeros(2, *self._row_shape())

@@ -27,12 +27,35 @@ How, in four steps (``DeepDetector._fit``):
    ``contrib_j = mean_i (contrib_ij - c_i / d) / s_i`` (so ``explain`` rows still sum to the score), float
    components ``mean_i comp_i / s_i`` (the same map without the centre, which belongs to the score), integer
    components (a predicted class) from member 0. Exported as one ONNX graph; serving and edge see one model.
+
+**Hyperparameter grid** (``member_grid``, ROBOD-style: Ding, Zhao and Akoglu, NeurIPS 2022). Members may also
+differ in the detector's own constructor parameters, all label-free: ``member_grid="lr:1e-3|3e-3;latent:4|8"``
+(or ``{"lr": [1e-3, 3e-3], "latent": [4, 8]}``). The combinations are the Cartesian product in the order the
+names are written, the last name varying fastest (``itertools.product``); member ``i`` takes combination
+``i mod K`` (cycling when ``n_members > K``), so member 0 takes the first values of every name, not the detector's
+own (it is the single model only when those are the same). :func:`member_overrides` checks the grid against the
+class; :func:`member_view` puts one member's values on the detector while that member's ``build_model``,
+``stages``, training, ``fit_after_training`` and ``make_target`` run. Why the detector itself and not a copy: the
+plugin hooks keep storing their fitted state where they always do (the last member's, as without a grid) and
+memos shared by the members (the mean shift's) stay shared; the values are put back afterwards, even on error.
+What members share is refused: the split, seed and device, the scoring (``scoring_params``, ``contamination``),
+``n_members``/``member_grid`` themselves, and, checked on the data at ``fit``, any value that changes what the
+class's ``prepare`` computes. Members are trained in groups (:func:`training_groups`): equal values and equal
+parameter structure train as one vectorised model; members that differ only in ``lr`` still do, each member's
+update scaled by its own learning rate over the group's (exact for optimisers whose step is linear in ``lr``,
+checked on each member's own optimiser and schedule); anything else (a width, epochs, a loss setting) trains in
+its own group, one group after the other. The manifest records every member's values and the groups.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import itertools
+import json
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -72,7 +95,124 @@ def robust_center_scale(scores: np.ndarray) -> tuple[float, float]:
 
 class Members(nn.ModuleList):
     """The member networks while they train: a plain ``ModuleList`` so its state dict (cache, history) holds
-    every member, and a type the base's ``_train`` recognises."""
+    every member, and a type the base's ``_train`` recognises; ``overrides`` are each member's grid values."""
+
+    def __init__(self, modules: Sequence[nn.Module], overrides: Sequence[dict[str, Any]] | None = None) -> None:
+        super().__init__(modules)
+        self.overrides = [dict(o) for o in overrides] if overrides is not None else [{} for _ in modules]
+        if len(self.overrides) != len(self):
+            raise ValueError("one override set per member")
+
+
+# --- the hyperparameter grid ------------------------------------------------------------------------------
+
+
+def member_overrides(detector: Any, entries: dict[str, list[Any]] | None = None) -> list[dict[str, Any]]:
+    """Each member's values of the detector's ``member_grid`` (``[{}, ...]`` without a grid), checked against
+    its class: every name a constructor parameter members may differ in, every value valid by that parameter's
+    own spec, ``n_members >= 2``. Raises :class:`~aeguard.core.params.ParamError` naming ``member_grid`` and
+    the entry."""
+    from aeguard.core.params import ParamError, grid_entries, param_specs
+
+    n = check_n_members(detector.n_members)
+    entries = grid_entries(detector.member_grid) if entries is None else entries
+    if not entries:
+        return [{} for _ in range(n)]
+    if n < 2:
+        raise ParamError(f"member_grid {detector.member_grid!r} needs n_members >= 2 (got n_members={n}): the "
+                         "grid gives each member of an ensemble its own values")
+    cls = type(detector)
+    specs = param_specs(cls)
+    scoring = cls._scoring_params()
+    typed: dict[str, list[Any]] = {}
+    for name, values in entries.items():
+        entry = f"{name}:{'|'.join(map(str, values))}"
+        if name not in specs:
+            valid = sorted(n for n in specs if n not in cls.member_shared_params and n not in scoring)
+            raise ParamError(f"member_grid entry {entry!r}: {name!r} is not a parameter of {cls.__name__}; "
+                             f"members may differ in: {', '.join(valid)}")
+        if name in cls.member_shared_params:
+            raise ParamError(f"member_grid entry {entry!r}: {name} {cls.member_shared_params[name]}")
+        if name in scoring:
+            raise ParamError(f"member_grid entry {entry!r}: {name} is a scoring parameter of {cls.__name__} "
+                             "(scoring_params); the members must score alike so that one graph combines them")
+        if getattr(detector, "faithful", False) and name in cls.faithful_settings:
+            raise ParamError(f"member_grid entry {entry!r}: with faithful=True, {cls.__name__} imposes "
+                             f"{name}={cls.faithful_settings[name]!r}, so the grid would have no effect")
+        try:
+            typed[name] = [specs[name].parse(name, value) for value in values]
+        except ValueError as exc:
+            raise ParamError(f"member_grid entry {entry!r}: {exc}") from None
+    combos = list(itertools.product(*typed.values()))
+    return [dict(zip(typed, combos[i % len(combos)])) for i in range(n)]
+
+
+@contextlib.contextmanager
+def member_view(detector: Any, overrides: dict[str, Any]) -> Iterator[Any]:
+    """The detector with one member's grid values set, put back on exit (see the module docstring for why
+    the detector itself rather than a copy)."""
+    saved = {name: getattr(detector, name) for name in overrides}
+    for name, value in overrides.items():
+        setattr(detector, name, value)
+    try:
+        yield detector
+    finally:
+        for name, value in saved.items():
+            setattr(detector, name, value)
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equality of fitted state (arrays, tensors, containers, scalars), for the shared-``prepare`` check."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+                and a.dtype == b.dtype and bool(torch.equal(a, b)))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype
+                and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - an object without a usable ==: equal only to itself
+        return a is b
+
+
+def check_shared_prepare(detector: Any, data: Any, overrides: Sequence[dict[str, Any]]) -> None:
+    """Refuse grid values that change what the class's ``prepare`` computes: the members share one ``prepare``
+    (its statistics are computed once, before the members exist). Each grid value is tried alone on the
+    detector's own ``prepare`` and the state it leaves is compared with the shared one; the detector's state
+    and the random number generators are put back afterwards."""
+    from aeguard.core.params import ParamError
+
+    values: dict[str, list[Any]] = {}
+    for member in overrides:
+        for name, value in member.items():
+            if not any(same_value(value, seen) for seen in values.setdefault(name, [])):
+                values[name].append(value)
+    shared = dict(detector.__dict__)
+    torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()
+    try:
+        for name, tried in values.items():
+            for value in tried:
+                if same_value(value, shared.get(name)):
+                    continue
+                with member_view(detector, {name: value}):
+                    detector.prepare(data)
+                changed = sorted(k for k, v in detector.__dict__.items()
+                                 if k != name and (k not in shared or not same_value(v, shared[k])))
+                detector.__dict__.clear()
+                detector.__dict__.update(shared)
+                if changed:
+                    raise ParamError(f"member_grid entry '{name}:{value}': {name}={value!r} changes what "
+                                     f"{type(detector).__name__}.prepare computes ({', '.join(changed)}), which "
+                                     "the members share; keep it out of the grid")
+    finally:
+        detector.__dict__.clear()
+        detector.__dict__.update(shared)
+        torch.set_rng_state(torch_state)
+        np.random.set_state(numpy_state)
 
 
 class EnsembleModel(nn.Module):
@@ -169,11 +309,42 @@ def vectorisable(stages: Sequence[Any], members: Sequence[nn.Module]) -> str | N
     return None
 
 
-def _vectorised_stage(stage: Any, template: nn.Module, names: list[str], n_members: int) -> Any:
-    """A copy of ``stage`` whose loss is the sum of the member losses (vmapped) and whose validation loss is the
-    vector of member losses (per-member early stopping)."""
-    import dataclasses
+#: optimisers whose step is linear in the learning rate at a given state (``lr`` times a function of the
+#: gradients and of lr-free state: moments, accumulators, momentum buffers, a decoupled decay ``lr * wd * p``), so
+#: one stacked optimiser run with the group's lr, each member's update then scaled by its own lr over that lr,
+#: is each member's own optimiser. Exact classes only: a subclass may step differently.
+LINEAR_IN_LR: tuple[type, ...] = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.Adamax,
+                                  torch.optim.Adadelta, torch.optim.Adagrad, torch.optim.RMSprop, torch.optim.NAdam,
+                                  torch.optim.RAdam)
 
+
+def _lr_scaling_hooks(factors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """``after_backward``/``after_step`` hooks that turn the stacked step with the group's lr into each member's
+    step with its own: ``p = p_before + factor_i * (p_after - p_before)`` on member ``i``'s rows."""
+    before: dict[str, torch.Tensor] = {}
+    placed: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
+
+    def snapshot(model: nn.Module) -> None:
+        for name, p in model.named_parameters():
+            if name in factors:
+                before[name] = p.detach().clone()
+
+    def rescale(model: nn.Module) -> None:
+        for name, p in model.named_parameters():
+            if name in factors:
+                key = (name, p.device, p.dtype)
+                if key not in placed:
+                    placed[key] = factors[name].to(device=p.device, dtype=p.dtype).reshape(-1, *([1] * (p.dim() - 1)))
+                p.copy_(before[name] + placed[key] * (p - before[name]))
+
+    return {"after_backward": snapshot, "after_step": rescale}
+
+
+def _vectorised_stage(stage: Any, template: nn.Module, names: list[str], n_members: int,
+                      lr_factors: dict[str, torch.Tensor] | None = None) -> Any:
+    """A copy of ``stage`` whose loss is the sum of the member losses (vmapped) and whose validation loss is the
+    vector of member losses (per-member early stopping); ``lr_factors`` (parameter name -> one factor per
+    member) scale each member's update to its own learning rate."""
     from torch.func import functional_call, vmap
 
     def batched(fn: Any) -> Any:
@@ -191,49 +362,222 @@ def _vectorised_stage(stage: Any, template: nn.Module, names: list[str], n_membe
 
     train_losses = batched(stage.loss)
     val_losses = batched(stage.val_loss or stage.loss)
+    hooks = _lr_scaling_hooks(lr_factors) if lr_factors else {}
     return dataclasses.replace(stage, loss=lambda m, *t: train_losses(m, *t).sum(), val_loss=val_losses,
-                               members=n_members)
+                               members=n_members, **hooks)
 
 
-def train_members(detector: Any, members: Members, data: Any) -> dict[str, Any]:
-    """Train the members in place: vectorised when the stages allow it, else one after the other."""
-    from aeguard.core.training import train_stages
+# --- training groups --------------------------------------------------------------------------------------
 
-    started = time.perf_counter()
-    n = len(members)
-    template = members[0]
-    stages = detector.stages(template, data)
-    why_not = vectorisable(stages, members)
-    if why_not is not None:
-        histories = [train_stages(detector, template, stages, data)]
-        histories += [train_stages(detector, m, detector.stages(m, data), data) for m in members[1:]]
-        return {**histories[0], "train_seconds": round(time.perf_counter() - started, 4),
-                "epochs_run": [h["epochs_run"] for h in histories],
-                "ensemble": {"n_members": n, "training": "sequential", "why": why_not,
-                             "members": [{k: h.get(k) for k in ("epochs_run", "stopped_early", "best_epoch")}
-                                         for h in histories]}}
+
+@dataclasses.dataclass
+class Group:
+    """Members trained together: ``lr_scales[stage][k][g]`` is member ``members[k]``'s learning rate over the
+    first member's in optimiser group ``g`` of that stage (None: all members have the same values), and
+    ``lr_groups[stage][g]`` the parameter names of that optimiser group."""
+
+    members: list[int]
+    lr_scales: list[list[list[float]]] | None = None
+    lr_groups: list[list[list[str]]] | None = None
+
+
+#: the stage settings members of one vectorised group must share (the learning rate may differ, see Group)
+_STAGE_FIELDS = ("name", "epochs", "batch_size", "patience", "val_every", "restore_best", "epochs_per_step")
+
+
+def _structure(model: nn.Module) -> tuple[Any, ...]:
+    return (tuple((n, tuple(p.shape), p.dtype, p.requires_grad) for n, p in model.named_parameters()),
+            tuple((n, tuple(b.shape), b.dtype) for n, b in model.named_buffers()))
+
+
+def _schedule(stage: Any, model: nn.Module) -> dict[str, Any] | None:
+    """The optimiser this member's stage builds (on the member's own parameters; never stepped): its class, its
+    scheduler's class, every group's settings but the lr with its parameter names, and every group's lr at
+    each of the stage's epochs. None when its step is not known to be linear in the lr."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()": nothing is trained here
+        optimizer, scheduler = stage.optimizer(stage.trainable(model), stage)
+        if type(optimizer) not in LINEAR_IN_LR:
+            return None
+        groups = [([names.get(id(p)) for p in g["params"]],
+                   {k: v for k, v in g.items() if k not in ("params", "lr", "initial_lr")})
+                  for g in optimizer.param_groups]
+        lrs = [[float(g["lr"]) for g in optimizer.param_groups]]
+        if scheduler is not None:
+            try:
+                for _ in range(int(stage.epochs) - 1):
+                    scheduler.step()
+                    lrs.append([float(g["lr"]) for g in optimizer.param_groups])
+            except Exception:  # noqa: BLE001 - a scheduler that needs a metric (plateau): not predictable here
+                return None
+    return {"optimizer": type(optimizer), "scheduler": type(scheduler), "groups": groups, "lrs": np.asarray(lrs)}
+
+
+def _lr_scales(detector: Any, members: Members, idx: list[int],
+               data: Any) -> tuple[list[list[list[float]]], list[list[list[str]]]] | None:
+    """Per stage, member and optimiser group: the member's lr over the first member's, when the members'
+    stages are the same but for the lr and that ratio stays constant over every epoch (None otherwise)."""
+    plans = []
+    for i in idx:
+        with member_view(detector, members.overrides[i]):
+            plans.append([(stage, _schedule(stage, members[i])) for stage in detector.stages(members[i], data)])
+    first = plans[0]
+    if any(len(plan) != len(first) for plan in plans):
+        return None
+    scales, groups = [], []
+    for s, (stage, sched) in enumerate(first):
+        if sched is None:
+            return None
+        per_member = []
+        for plan in plans:
+            other, theirs = plan[s]
+            if (theirs is None or any(getattr(other, f) != getattr(stage, f) for f in _STAGE_FIELDS)
+                    or theirs["optimizer"] is not sched["optimizer"] or theirs["scheduler"] is not sched["scheduler"]
+                    or not same_value(theirs["groups"], sched["groups"])):
+                return None
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = theirs["lrs"] / sched["lrs"]
+            if not np.all(np.isfinite(ratio)) or not np.allclose(ratio, ratio[0], rtol=1e-9, atol=0.0):
+                return None
+            per_member.append([float(r) for r in ratio[0]])
+        scales.append(per_member)
+        groups.append([list(names) for names, _ in sched["groups"]])
+    return scales, groups
+
+
+def training_groups(detector: Any, members: Members, data: Any) -> list[Group]:
+    """Members that train together: the same grid values but ``lr`` and the same parameter structure form one
+    group when their stages differ only in a learning rate that scales every update (:func:`_lr_scales`); any
+    other difference splits them by their exact values. Without a grid: one group of every member."""
+    def key(values: dict[str, Any]) -> str:
+        return json.dumps(values, sort_keys=True, default=repr)
+
+    buckets: dict[tuple[str, Any], list[int]] = {}
+    for i, model in enumerate(members):
+        rest = {k: v for k, v in members.overrides[i].items() if k != "lr"}
+        buckets.setdefault((key(rest), _structure(model)), []).append(i)
+    groups: list[Group] = []
+    for idx in buckets.values():
+        exact: dict[str, list[int]] = {}
+        for i in idx:
+            exact.setdefault(key(members.overrides[i]), []).append(i)
+        found = _lr_scales(detector, members, idx, data) if len(exact) > 1 else None
+        if found is not None:
+            groups.append(Group(idx, *found))
+        else:
+            groups.extend(Group(sub) for sub in exact.values())
+    return sorted(groups, key=lambda g: g.members[0])
+
+
+def _train_stacked(detector: Any, models: list[nn.Module], stages: list[Any], data: Any,
+                   group: Group) -> dict[str, Any]:
+    """Train ``models`` as one vectorised model (each parameter stacked to (M, ...)); weights written back."""
     from torch.func import stack_module_state
 
-    stacked, _ = stack_module_state(list(members))
+    from aeguard.core.training import train_stages
+
+    n, template = len(models), models[0]
+    stacked, _ = stack_module_state(list(models))
     names = [name for name, _ in template.named_parameters()]
     originals = dict(template.named_parameters())
+    factors: list[dict[str, torch.Tensor] | None] = [None] * len(stages)
+    if group.lr_scales is not None and group.lr_groups is not None:
+        for s, (per_member, opt_groups) in enumerate(zip(group.lr_scales, group.lr_groups)):
+            found = {name: torch.tensor([per_member[k][g] for k in range(n)], dtype=torch.float64)
+                     for g, params in enumerate(opt_groups) for name in params}
+            factors[s] = {k: v for k, v in found.items() if not bool(torch.all(v == 1.0))} or None
     for name in names:
         _set_param(template, name, nn.Parameter(stacked[name].detach().clone(),
                                                 requires_grad=originals[name].requires_grad))
     try:
-        history = train_stages(detector, template, [_vectorised_stage(s, template, names, n) for s in stages], data)
+        history = train_stages(detector, template, [_vectorised_stage(st, template, names, n, factors[s])
+                                                    for s, st in enumerate(stages)], data)
     finally:
         trained = {name: p.detach().clone() for name, p in template.named_parameters()}
         for name in names:
             _set_param(template, name, nn.Parameter(trained[name][0].clone(),
                                                     requires_grad=originals[name].requires_grad))
-    for i, member in enumerate(members):
+    for i, member in enumerate(models):
         if i == 0:
             continue
         with torch.no_grad():
             for name, p in member.named_parameters():
                 p.copy_(trained[name][i])
-    history["ensemble"] = {"n_members": n, "training": "vectorised",
-                           "early_stopping": "on the mean member validation loss; best weights restored per "
-                                             "member (each at its own lowest validation loss)"}
+    return history
+
+
+#: how the stacked members stop early (the manifest's ``early_stopping``)
+STACKED_STOPPING = ("on the mean member validation loss; best weights restored per member (each at its own "
+                    "lowest validation loss)")
+
+
+def _train_group(detector: Any, members: Members, group: Group, data: Any) -> tuple[list[dict[str, Any]], dict]:
+    """Train one group in place: one history per member trained alone or in turn, or one for the stacked group;
+    and the group's block (how it trained)."""
+    from aeguard.core.training import train_stages
+
+    idx = group.members
+    models = [members[i] for i in idx]
+    with member_view(detector, members.overrides[idx[0]]):
+        stages = detector.stages(models[0], data)
+        why_not = vectorisable(stages, models) if len(models) > 1 else None
+        if len(models) > 1 and why_not is None:
+            history = _train_stacked(detector, models, stages, data, group)
+            block: dict[str, Any] = {"training": "vectorised", "early_stopping": STACKED_STOPPING}
+            if group.lr_scales is not None:
+                block["lr_scale"] = [member[0] for member in group.lr_scales[0]]
+            return [history], block
+        histories = [train_stages(detector, models[0], stages, data)]
+    for i in idx[1:]:
+        with member_view(detector, members.overrides[i]):
+            histories.append(train_stages(detector, members[i], detector.stages(members[i], data), data))
+    if len(models) == 1:
+        return histories, {"training": "alone"}
+    return histories, {"training": "sequential", "why": why_not,
+                       "members": [{k: h.get(k) for k in ("epochs_run", "stopped_early", "best_epoch")}
+                                   for h in histories]}
+
+
+def _per_member(histories: list[dict[str, Any]], size: int, key: str) -> list[Any]:
+    """A history value per member of a group (a stacked group's is one value, or a list, for all)."""
+    if len(histories) == size:
+        return [h.get(key) for h in histories]
+    value = histories[0].get(key)
+    return list(value) if isinstance(value, list) else [value] * size
+
+
+def train_members(detector: Any, members: Members, data: Any) -> dict[str, Any]:
+    """Train the members in place, group by group (:func:`training_groups`): a group vectorised when its stages
+    allow it, else its members one after the other."""
+    started = time.perf_counter()
+    n = len(members)
+    groups = training_groups(detector, members, data)
+    runs = [_train_group(detector, members, group, data) for group in groups]
+    grid = any(members.overrides)
+    described = [{"members": g.members, **{k: v for k, v in block.items() if k not in ("early_stopping", "members")}}
+                 for g, (_, block) in zip(groups, runs)]
+    if len(runs) == 1:
+        histories, block = runs[0]
+        history = dict(histories[0])
+        if len(histories) > 1:
+            history.update(train_seconds=round(time.perf_counter() - started, 4),
+                           epochs_run=[h["epochs_run"] for h in histories])
+        shown = {k: v for k, v in block.items() if k != "lr_scale"}  # per group, below
+        history["ensemble"] = {"n_members": n, **shown, **({"groups": described} if grid else {})}
+        return history
+    per_member: dict[str, list[Any]] = {"epochs_run": [None] * n, "best_epoch": [None] * n}
+    for group, (histories, _) in zip(groups, runs):
+        for key, values in per_member.items():
+            for i, value in zip(group.members, _per_member(histories, len(group.members), key)):
+                values[i] = value
+    first = runs[0][0][0]
+    history = {**first, "train_seconds": round(time.perf_counter() - started, 4),
+               "epochs_run": per_member["epochs_run"],
+               "stopped_early": any(h.get("stopped_early") for histories, _ in runs for h in histories),
+               "ensemble": {"n_members": n, "training": "grouped", "groups": described}}
+    if "best_epoch" in first:
+        history["best_epoch"] = per_member["best_epoch"]
+    if any(block["training"] == "vectorised" for _, block in runs):
+        history["ensemble"]["early_stopping"] = STACKED_STOPPING + " (within each vectorised group)"
     return history

@@ -16,8 +16,8 @@ from __future__ import annotations
 import inspect
 import json
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -78,6 +78,11 @@ class Spec:
 
     def _check(self, name: str, value: Any) -> Any:
         return value
+
+    def check_for(self, estimator: Any, name: str, value: Any) -> Any:
+        """:meth:`check` with the estimator at hand, for a spec whose validity depends on the estimator's class
+        or its other parameters (:class:`Grid`); default: :meth:`check`."""
+        return self.check(name, value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -226,6 +231,83 @@ class Free(Spec):
         return parse_literal(value) if isinstance(value, str) else value
 
 
+#: separators of a grid's text form: entries, a name from its values, one value from the next; none is a comma,
+#: a bracket or ``=``, so a grid survives benchmark spec strings (``ae(n_members=4,member_grid=lr:1e-3|3e-3)``)
+GRID_ENTRY, GRID_NAME, GRID_VALUE = ";", ":", "|"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Grid(Spec):
+    """Values of other constructor parameters, one list per name: ``name:v1|v2;name:v1|v2`` as text, or a dict
+    ``{name: [v1, v2]}`` from Python; ``none`` (or None, or an empty dict) is no grid.
+
+    This spec checks the form only (:func:`grid_entries`); the names and values depend on the estimator's
+    class, so ``validate(estimator, entries)``, set by the class that declares the parameter, checks them in
+    :meth:`check_for` (``check_params``: at ``fit`` and when a detector is built from text).
+    """
+
+    none: bool = True
+    validate: Callable[[Any, dict[str, list[Any]]], Any] | None = field(default=None, compare=False)
+
+    def kind(self) -> str:
+        return (f"'none' or a grid 'name{GRID_NAME}v1{GRID_VALUE}v2{GRID_ENTRY}name{GRID_NAME}v1' "
+                "(from Python also a dict name -> list of values)")
+
+    def _mention_none(self) -> bool:
+        return False
+
+    def parse(self, name: str, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            if value.lower() in NONE_WORDS:
+                return "none"
+        return self.check(name, value)
+
+    def _check(self, name: str, value: Any) -> Any:
+        grid_entries(value, name)
+        return value
+
+    def check_for(self, estimator: Any, name: str, value: Any) -> Any:
+        entries = grid_entries(self.check(name, value), name)
+        if entries and self.validate is not None:
+            self.validate(estimator, entries)
+        return value
+
+
+def grid_entries(value: Any, name: str = "member_grid") -> dict[str, list[Any]]:
+    """``{parameter: [values]}`` of a :class:`Grid` value, in the order written; ``{}`` for no grid. Text values
+    stay text (each parameter's own spec parses them); a bad form raises naming ``name`` and the entry."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS):
+        return {}
+    if isinstance(value, Mapping):
+        out: dict[str, list[Any]] = {}
+        for key, values in value.items():
+            values = list(values) if isinstance(values, (list, tuple)) else [values]
+            if not isinstance(key, str) or not key.isidentifier() or not values:
+                raise ParamError(f"{name} entry {key!r}: expected a parameter name with at least one value, "
+                                 f"got {values!r}")
+            out[key] = values
+        return out
+    if not isinstance(value, str):
+        raise ParamError(f"{name} must be {Grid().describe()}, got {value!r}")
+    out = {}
+    for entry in value.split(GRID_ENTRY):
+        if not entry.strip():
+            continue
+        key, sep, rest = entry.partition(GRID_NAME)
+        key = key.strip()
+        values = [v.strip() for v in rest.split(GRID_VALUE)]
+        if not sep or not key.isidentifier() or any(not v for v in values):
+            raise ParamError(f"{name} entry {entry.strip()!r}: expected name{GRID_NAME}value{GRID_VALUE}value..., "
+                             f"entries separated by {GRID_ENTRY!r}")
+        if key in out:
+            raise ParamError(f"{name} entry {entry.strip()!r}: {key} is given twice")
+        out[key] = values
+    if not out:
+        raise ParamError(f"{name} must be {Grid().describe()}, got {value!r}")
+    return out
+
+
 def parse_literal(text: str) -> Any:
     """Text as the value it spells: true/false/yes/no/on/off, none/null, ints, floats, JSON, else the string."""
     raw = text.strip()
@@ -350,7 +432,7 @@ def check_params(estimator: Any) -> None:
     for name, spec in specs.items():
         if isinstance(spec, Free) or not hasattr(estimator, name):
             continue
-        spec.check(name, getattr(estimator, name))
+        spec.check_for(estimator, name, getattr(estimator, name))
 
 
 def describe_params(cls: type) -> dict[str, str]:

@@ -193,3 +193,173 @@ def test_a_detector_with_its_own_fit_scores_refuses_an_ensemble(data):
     X, _ = data
     with pytest.raises(ValueError, match="n_members > 1 is not available for SAEOODDetector"):
         _create("sae_ood", n_members=2).fit(X)
+
+
+# --- member_grid: per-member hyperparameters (ROBOD-style) ------------------------------------------------
+
+LR_GRID = "lr:1e-3|3e-3"
+
+
+def _score_parity(det, X: np.ndarray, tmp_path) -> dict:
+    """One ONNX graph scores like torch (1e-4 relative); explain rows sum to the score; returns the manifest."""
+    art = det.save_artifact(tmp_path / "art")
+    onnx_out, torch_out = load_artifact(art).score(X), det.score_output(X)
+    scale = np.abs(torch_out.score).max()
+    np.testing.assert_allclose(onnx_out.score, torch_out.score, rtol=1e-4, atol=1e-4 * scale)
+    np.testing.assert_allclose(onnx_out.contrib, torch_out.contrib, rtol=1e-4, atol=1e-4 * scale)
+    np.testing.assert_allclose(det.explain(X).to_numpy().sum(axis=1), torch_out.score, rtol=1e-4,
+                               atol=1e-5 * scale)
+    import json
+
+    return json.loads((art / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["ae", "ae+mss"])
+def test_lr_grid_trains_vectorised_exports_and_records_each_members_values(name, data, tmp_path):
+    X, y = data
+    det = _create(name, n_members=3, member_grid=LR_GRID).fit(X)
+    block = det.ensemble_
+    assert block["member_overrides"] == [{"lr": 1e-3}, {"lr": 3e-3}, {"lr": 1e-3}]  # cycling, in order
+    assert block["training"] == "vectorised"
+    assert block["groups"] == [{"members": [0, 1, 2], "training": "vectorised", "lr_scale": [1.0, 3.0, 1.0]}]
+    manifest = _score_parity(det, X, tmp_path)
+    assert manifest["extra"]["ensemble"]["member_overrides"][1] == {"lr": 3e-3}
+    assert manifest["extra"]["ensemble"]["member_grid"] == LR_GRID
+    assert manifest["detector"]["params"]["member_grid"] == LR_GRID
+    scores = det.decision_function(X)
+    assert scores[y == 1].mean() > scores[y == 0].mean()
+
+
+def test_a_member_trained_with_a_scaled_lr_is_the_member_trained_with_its_own(data):
+    """Members that differ only in lr share one stacked optimiser; each update is scaled to the member's own lr,
+    which gives the weights of that member trained with its lr alone (and member 0 stays the single model)."""
+    X, _ = data
+    mixed = _create("ae", n_members=2, member_grid=LR_GRID).fit(X)
+    own = _create("ae", n_members=2, member_grid="lr:3e-3").fit(X)  # every member at 3e-3: no scaling
+    single = _create("ae").fit(X)
+    assert own.ensemble_["groups"] == [{"members": [0, 1], "training": "vectorised"}]
+    z = single.standardize_(torch.from_numpy(X.astype(np.float32)))
+    with torch.no_grad():
+        scaled = mixed.model_.members[1].score_against(z, z)["score"].numpy()
+        alone = own.model_.members[1].score_against(z, z)["score"].numpy()
+        first = mixed.model_.members[0].score_against(z, z)["score"].numpy()
+        first_at_3e3 = own.model_.members[0].score_against(z, z)["score"].numpy()
+        reference = single.model_.score_against(z, z)["score"].numpy()
+    np.testing.assert_allclose(scaled, alone, rtol=1e-5, atol=1e-5 * np.abs(alone).max())
+    np.testing.assert_allclose(first, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
+    assert np.abs(first_at_3e3 - first).max() > 1e-3 * np.abs(reference).max()  # the lr does matter here
+
+
+def test_members_of_different_widths_train_in_groups_of_equal_structure(data, tmp_path):
+    """latent 2 or 3 (mahalanobis): two structures, each a vectorised group with its own lr per member."""
+    X, _ = data
+    det = _create("mahalanobis", n_members=4, member_grid="latent:2|3;lr:1e-3|2e-3").fit(X)
+    assert det.ensemble_["member_overrides"] == [{"latent": 2, "lr": 1e-3}, {"latent": 2, "lr": 2e-3},
+                                                 {"latent": 3, "lr": 1e-3}, {"latent": 3, "lr": 2e-3}]
+    assert [m.m for m in det.model_.members] == [2, 2, 3, 3]
+    assert det.ensemble_["training"] == "grouped"
+    assert det.ensemble_["groups"] == [{"members": [0, 1], "training": "vectorised", "lr_scale": [1.0, 2.0]},
+                                       {"members": [2, 3], "training": "vectorised", "lr_scale": [1.0, 2.0]}]
+    assert len(det.history_["best_epoch"]) == 4 and len(det.history_["epochs_run"]) == 4
+    _score_parity(det, X, tmp_path)
+
+
+@pytest.mark.parametrize(("name", "params", "match"), [
+    ("ae", {"member_grid": "width:4|8"}, r"member_grid entry 'width:4\|8': 'width' is not a parameter of AEDetector"),
+    ("ae", {"member_grid": "lr:abc|1e-3"}, r"member_grid entry 'lr:abc\|1e-3': lr must be a number > 0, got 'abc'"),
+    ("ae", {"member_grid": "epochs:0|10"}, r"member_grid entry 'epochs:0\|10': epochs must be an int >= 1"),
+    ("ae", {"member_grid": LR_GRID, "n_members": 1}, r"member_grid 'lr:1e-3\|3e-3' needs n_members >= 2"),
+    ("ae", {"member_grid": "n_members:2|3"}, r"member_grid entry 'n_members:2\|3': n_members is the ensemble"),
+    ("ae", {"member_grid": "contamination:0.1|0.2"}, r"entry 'contamination:0.1\|0.2': contamination sets the thr"),
+    ("ae", {"member_grid": "val_fraction:0|0.2"}, r"entry 'val_fraction:0\|0.2': val_fraction sets the training/"),
+    ("ae", {"member_grid": "random_state:1|2"}, r"entry 'random_state:1\|2': random_state seeds the split"),
+    ("ae+mss", {"member_grid": "mss_k:5|10"}, r"entry 'mss_k:5\|10': mss_k is a scoring parameter of AEMSSDet"),
+    ("apre", {"member_grid": "alpha:0.5|1"}, r"entry 'alpha:0.5\|1': alpha is a scoring parameter of APREDetector"),
+    ("apre", {"member_grid": LR_GRID, "faithful": True}, r"with faithful=True, APREDetector imposes lr=0.001"),
+    ("ae", {"member_grid": "lr=1e-3"}, r"member_grid entry 'lr=1e-3': expected name:value\|value"),
+    ("ae", {"member_grid": "lr:1e-3|"}, r"member_grid entry 'lr:1e-3\|': expected name:value\|value"),
+    ("ae", {"member_grid": "lr:1e-3;lr:2e-3"}, r"member_grid entry 'lr:2e-3': lr is given twice"),
+    ("ae", {"member_grid": 3}, r"member_grid must be 'none' or a grid"),
+])
+def test_bad_grids_are_refused_naming_member_grid_and_the_entry(name, params, match, data):
+    """Refused where text becomes a detector (--param, benchmark specs) and at fit from Python."""
+    X, _ = data
+    params = {"n_members": 2, **params}
+    with pytest.raises(ValueError, match=match):
+        registry.build_detector(name, params)
+    with pytest.raises(ValueError, match=match):
+        _create(name, **params).fit(X)
+
+
+def test_a_grid_value_that_changes_prepare_is_refused_on_the_data(data):
+    """fader's prepare groups the features (n_groups); members share one prepare, so that grid is refused."""
+    X, _ = data
+    det = _create("fader", n_members=2, member_grid="n_groups:2|3")
+    with pytest.raises(ValueError, match=r"member_grid entry 'n_groups:2': n_groups=2 changes what "
+                                         r"FaderDetector.prepare computes \(.*groups_.*\), which the members share"):
+        det.fit(X)
+    assert det.n_groups == _create("fader").n_groups  # the detector's own value is back
+
+
+def test_members_scoring_with_other_outputs_are_refused(data):
+    """The graph combines member outputs name by name: members with other outputs cannot share one graph."""
+    from aeguard.core.deep import DeepDetector, FitData
+    from aeguard.plugins.ae.torch_model import AutoEncoder
+    from aeguard.plugins.apre.torch_model import ProbabilisticAutoEncoder
+
+    z = np.random.default_rng(0).standard_normal((8, 6)).astype(np.float32)
+    fit = FitData(z=z, train_idx=np.arange(8), val_idx=np.arange(0), seed=0)
+    with pytest.raises(ValueError, match=r"member_grid: member 1 \(\{'x': 2\}\) scores with outputs"):
+        DeepDetector._check_member_outputs([AutoEncoder(6), ProbabilisticAutoEncoder(6)], fit, None,
+                                           [{"x": 1}, {"x": 2}])
+
+
+def test_grid_order_text_and_dict_agree_and_the_cache_keys_on_the_grid(data, tmp_path, monkeypatch):
+    """Cartesian product, last name fastest, member i takes combination i mod K; text and dict give the same
+    members and the same training key; another grid is another key."""
+    from aeguard.core.ensemble import member_overrides
+
+    text = _create("ae", n_members=5, member_grid="lr:1e-3|2e-3;epochs:10|20")
+    assert member_overrides(text) == [{"lr": 1e-3, "epochs": 10}, {"lr": 1e-3, "epochs": 20},
+                                      {"lr": 2e-3, "epochs": 10}, {"lr": 2e-3, "epochs": 20},
+                                      {"lr": 1e-3, "epochs": 10}]
+    as_dict = _create("ae", n_members=5, member_grid={"lr": [1e-3, 2e-3], "epochs": ["10", 20]})
+    assert member_overrides(as_dict) == member_overrides(text)
+    X, _ = data
+    monkeypatch.setenv("AEGUARD_TRAIN_CACHE", str(tmp_path / "cache"))
+    first = _create("ae", n_members=2, member_grid=LR_GRID).fit(X)
+    again = _create("ae", n_members=2, member_grid={"lr": [1e-3, 3e-3]}).fit(X)
+    other = _create("ae", n_members=2, member_grid="lr:1e-3|2e-3").fit(X)
+    plain = _create("ae", n_members=2).fit(X)
+    assert [d.history_["cache"] for d in (first, again, other, plain)] == ["miss", "hit", "miss", "miss"]
+    np.testing.assert_array_equal(again.decision_function(X), first.decision_function(X))
+
+
+def test_member_grid_through_the_cli_and_a_benchmark_spec(tmp_path, data):
+    import json
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from aeguard.benchmark.protocol import parse_detector_spec
+    from aeguard.core.cli import app
+    from aeguard.core.ensemble import member_overrides
+
+    spec = "ae(n_members=4,member_grid=lr:1e-3|3e-3;epochs:20|40,epochs_per_step=10)"
+    label, name, params = parse_detector_spec(spec)
+    assert (name, params) == ("ae", {"n_members": 4, "member_grid": "lr:1e-3|3e-3;epochs:20|40",
+                                     "epochs_per_step": 10})
+    assert [m["epochs"] for m in member_overrides(registry.build_detector(name, params))] == [20, 40, 20, 40]
+    X, _ = data
+    path = tmp_path / "d.csv"
+    pd.DataFrame(X[:120], columns=[f"s{i}" for i in range(X.shape[1])]).to_csv(path, index=False)
+    result = CliRunner().invoke(app, ["fit", "ae", str(path), "-o", str(tmp_path / "art"), "--param", "n_members=2",
+                                      "--param", f"member_grid={LR_GRID}", "--param", "epochs=20",
+                                      "--param", "epochs_per_step=10"])
+    assert result.exit_code == 0, result.exception
+    manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
+    assert manifest["extra"]["ensemble"]["member_overrides"] == [{"lr": 1e-3}, {"lr": 3e-3}]
+    bad = CliRunner().invoke(app, ["fit", "ae", str(path), "-o", str(tmp_path / "bad"), "--param", "n_members=2",
+                                   "--param", "member_grid=width:4|8"])
+    assert bad.exit_code != 0 and "member_grid entry 'width:4|8'" in str(bad.exception)
+    assert not (tmp_path / "bad").exists()
