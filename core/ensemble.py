@@ -418,6 +418,9 @@ def _lr_scales(detector: Any, members: Members, idx: list[int],
                data: Any) -> tuple[list[list[list[float]]], list[list[list[str]]]] | None:
     """Per stage, member and optimiser group: the member's lr over the first member's, when the members'
     stages are the same but for the lr and that ratio stays constant over every epoch (None otherwise)."""
+    with member_view(detector, members.overrides[idx[0]]):
+        if vectorisable(detector.stages(members[idx[0]], data), [members[i] for i in idx]) is not None:
+            return None  # stages that cannot be stacked train their members in turn anyway
     plans = []
     for i in idx:
         with member_view(detector, members.overrides[i]):
