@@ -60,6 +60,14 @@ def median_us(fn: Any, repeats: int) -> float:
     return statistics.median(times) / 1e3
 
 
+def emit_report(report: dict[str, Any], out: str | Path | None) -> None:
+    """Print a speed run's JSON report and, with ``out``, write it there too (the scripts' speed runs)."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
+
+
 def measure_latency(models: dict[str, Any], X: Any, single_repeats: int = 300,
                     batch_repeats: int = 30, batch_rows: int = 1000) -> dict[str, dict[str, float]]:
     """Median latency (microseconds) of 1 row and ``batch_rows`` rows per variant, interleaved round by round

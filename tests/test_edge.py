@@ -473,3 +473,16 @@ def test_edge_check_compare_allows_one_float32_step_of_large_scores_and_fails_be
     assert check_main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     side(tmp_path / "c", base + np.float32(0.1))  # 6e-5 relative: a real difference
     assert check_main(["compare", str(tmp_path / "a"), str(tmp_path / "c")]) == 1
+
+
+def test_emit_report_prints_and_writes_the_same_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The speed scripts' one report writer: the printed and the written JSON are the same document."""
+    from aeguard.edge.export_cli import emit_report
+
+    report = {"dataset": "cardio", "ratios": {"rows_per_s": 0.5}}
+    out = tmp_path / "speed.json"
+    emit_report(report, out)
+    assert json.loads(capsys.readouterr().out) == report
+    assert json.loads(out.read_text()) == report
+    emit_report(report, None)
+    assert json.loads(capsys.readouterr().out) == report

@@ -19,7 +19,6 @@ only speed and size are measured, never quality.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -27,6 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from aeguard.edge.export_cli import emit_report
 
 
 def size_kb(folder: Path) -> float:
@@ -115,10 +116,7 @@ def image_main(args: argparse.Namespace) -> None:
               for base in ("b_lenet_full", "b_lenet_exit1")}
     report = {"input": "1x28x28 uint8 (synthetic; speed only)", "load_average": os.getloadavg(),
               "onnxruntime_threads": 1, "batch_rows": 2000, "results": results, "ratios": ratios}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit_report(report, args.out)
 
 
 def main() -> None:
@@ -172,10 +170,7 @@ def main() -> None:
               for base in ("ae", "ae_size_of_g") for v in ("fp32", "int8") if v in results[base]}
     report = {"dataset": args.dataset, "n_features": int(X.shape[1]), "load_average": os.getloadavg(),
               "onnxruntime_threads": 1, "results": results, "ratios": ratios}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit_report(report, args.out)
 
 
 if __name__ == "__main__":

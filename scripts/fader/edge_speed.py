@@ -14,7 +14,6 @@ latency and rows/s on a batch of 1,000 rows (``session.run`` only). Ratios are t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from aeguard.edge.export_cli import median_us
+from aeguard.edge.export_cli import emit_report, median_us
 
 GRAPHS = {"base (stage A)": "fader(attenuation=false)", "fader": "fader",
           "multi-mask x4": "fader(n_masks=4,attenuation=false)", "multi-mask x4 + fader": "fader(n_masks=4)"}
@@ -113,10 +112,7 @@ def main() -> None:
         own = X[d.target == 0]
         report["suites"]["digits-0 (1x8x8)"] = one_suite("digits", own[:120], X, root, args.image_train)
     report["load_average"] = os.getloadavg()
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit_report(report, args.out)
 
 
 if __name__ == "__main__":

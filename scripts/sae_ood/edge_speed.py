@@ -15,7 +15,6 @@ MVTec embedding file (embedding mode, d = 512 -> 4,096 latents).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -23,6 +22,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from aeguard.edge.export_cli import emit_report
 
 
 def size_kb(folder: Path) -> float:
@@ -111,10 +112,7 @@ def main() -> None:
         report["datasets"][Path(args.npz).stem] = one_dataset(Path(args.npz).stem, X, {"input_mode": "embedding"},
                                                               root)
     report["load_average_end"] = os.getloadavg()
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit_report(report, args.out)
 
 
 if __name__ == "__main__":
