@@ -28,7 +28,7 @@ demo: $(VENV)/.demo-installed
 	$(VENV)/bin/aeguard demo
 
 test: $(VENV)/.test-installed
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15
 
 lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .
