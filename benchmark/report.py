@@ -417,6 +417,11 @@ def _invocation_text(record: dict[str, Any], number: int | None) -> str:
     """Command, timing, load and the detectors whose cells one invocation ran (all of them when not recorded)."""
     ran = record.get("detectors_run", record.get("detectors")) or []
     scaling = f"; baseline scaling {record['baseline_scaling']}" if record.get("baseline_scaling") else ""
+    if record.get("training_cache"):
+        scaling += (f"; training cache `{record['training_cache']}` (a cell whose training was already cached "
+                    "has the fit time of a load, not of a training)")
+    elif "training_cache" in record:
+        scaling += "; no training cache"
     return (f"{f'Invocation {number}' if number else 'Run'}: `{record.get('command', '?')}`; started "
             f"{record.get('start', '?')}, ended {record.get('end', '?')}; wall time "
             f"{_duration(record.get('wall_seconds'))}{_cpu_text(record.get('cpu_seconds'))} for "

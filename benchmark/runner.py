@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from aeguard.core.training_cache import cache_dir
+
 from .backends import BACKENDS, run_cells
 from .cells import OK, Cell, check_specs
 from .images import DIGITS_RANGE, DIGITS_SHAPE, DIGITS_SOURCE, DIGITS_SUITE, HOLDOUT_SOURCE, HOLDOUT_SUITE
@@ -286,6 +288,8 @@ def _run_locked(suite: Suite, detectors: list[str], seeds: int, out: Path, cells
 
     record = _run_record(suite, detectors, seeds, workers, backend, scheduler, argv, len(cells), len(todo))
     record["baseline_scaling"] = scaling
+    cache = cache_dir()  # with a training cache, a cell whose training is cached times a load, not a training
+    record["training_cache"] = str(cache) if cache else None
     record["detectors_run"] = list(dict.fromkeys(c.detector for c in todo))
     _write_run_json(out / "run.json", record, new_invocation=True)  # a killed run leaves its record too
     cpu_start = _cpu_seconds(0.0)

@@ -22,10 +22,12 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used, so the benchmark runner can read cache_dir() cheaply
+    import torch
 
 ENV = "AEGUARD_TRAIN_CACHE"
 
@@ -45,6 +47,8 @@ def training_key(parts: dict[str, Any], arrays: list[np.ndarray | None]) -> str:
         arr = np.ascontiguousarray(arr)
         digest.update(f"{arr.dtype}{arr.shape}".encode())
         digest.update(arr.tobytes())
+    import torch
+
     digest.update(torch.__version__.encode())
     return digest.hexdigest()
 
@@ -66,6 +70,8 @@ def _save(path: Path, model: torch.nn.Module, history: dict[str, Any]) -> None:
 
 
 def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    import torch
+
     with np.load(path, allow_pickle=False) as data:
         state = {k[len("state/"):]: torch.from_numpy(data[k].copy()) for k in data.files if k.startswith("state/")}
         return state, json.loads(str(data["history"]))

@@ -374,6 +374,25 @@ def test_baseline_scaling_option_reaches_the_baselines_is_recorded_and_keys_the_
     assert "Invocation 1: `aeguard" in report and "Invocation 2: `aeguard" in report
 
 
+def test_run_json_and_report_say_whether_a_training_cache_was_set(suite_dir, tmp_path, monkeypatch):
+    """With AEGUARD_TRAIN_CACHE a cached cell's fit time is a load: the invocation record must say so."""
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    base = ["benchmark", "--suite", str(suite_dir), "--datasets", "alpha", "--seeds", "1", "--out", str(out),
+            "--workers", "1", "--no-progress"]
+    monkeypatch.setenv("AEGUARD_TRAIN_CACHE", str(cache))
+    first = CliRunner().invoke(app, [*base, "--detectors", "ae(epochs=2)"])
+    assert first.exit_code == 0, first.output + repr(first.exception)
+    assert any(cache.glob("*.npz"))  # the training was cached, so the flag is about something real
+    monkeypatch.delenv("AEGUARD_TRAIN_CACHE")
+    second = CliRunner().invoke(app, [*base, "--detectors", "ecod"])
+    assert second.exit_code == 0, second.output
+    run = json.loads((out / "run.json").read_text())
+    assert run["history"][0]["training_cache"] == str(cache) and run["training_cache"] is None
+    report = (out / "report.md").read_text()
+    assert f"training cache `{cache}` (a cell whose training was already cached" in report
+    assert "; no training cache; load average" in report
+
+
 def test_an_output_folder_from_before_baseline_scaling_takes_no_new_baseline_rows(suite_dir, tmp_path):
     suite = resolve_suite(str(suite_dir), names=["alpha"])
     run_benchmark(suite, ["ecod"], 1, tmp_path, workers=1, progress=False)
