@@ -416,18 +416,18 @@ def _scaling_text(baselines: list[str], run: dict[str, Any]) -> str:
 def _invocation_text(record: dict[str, Any], number: int | None) -> str:
     """Command, timing, load and the detectors whose cells one invocation ran (all of them when not recorded)."""
     ran = record.get("detectors_run", record.get("detectors")) or []
-    scaling = f"; baseline scaling {record['baseline_scaling']}" if record.get("baseline_scaling") else ""
+    notes = f"; baseline scaling {record['baseline_scaling']}" if record.get("baseline_scaling") else ""
     if record.get("training_cache"):
-        scaling += (f"; training cache `{record['training_cache']}` (a cell whose training was already cached "
-                    "has the fit time of a load, not of a training)")
+        notes += (f"; training cache `{record['training_cache']}` (a cell whose training was already cached "
+                  "has the fit time of a load, not of a training)")
     elif "training_cache" in record:
-        scaling += "; no training cache"
+        notes += "; no training cache"
     return (f"{f'Invocation {number}' if number else 'Run'}: `{record.get('command', '?')}`; started "
             f"{record.get('start', '?')}, ended {record.get('end', '?')}; wall time "
             f"{_duration(record.get('wall_seconds'))}{_cpu_text(record.get('cpu_seconds'))} for "
             f"{record.get('cells_run', '?')} cells of {', '.join(f'`{d}`' for d in ran) or 'no detector'} "
             f"({record.get('cells_planned', 0) - record.get('cells_todo', 0)} already done were skipped); backend "
-            f"{record.get('backend', '?')} with {record.get('workers', '?')} workers{scaling}; load average "
+            f"{record.get('backend', '?')} with {record.get('workers', '?')} workers{notes}; load average "
             f"{_load_text(record.get('load_start'))} at start, {_load_text(record.get('load_end'))} at end.")
 
 
