@@ -9,8 +9,9 @@
 # Needs root. Emulated speed is not ARM speed: the timings printed here are for this check only.
 #
 # Environment: PY (host python with aeguard[train], default .venv/bin/python), EDGE_CACHE (cache folder,
-# default ~/.cache/aeguard/edge), EDGE_DETECTORS (comma list, default every exportable detector),
-# EDGE_TOL, EDGE_TOL_INT8, DEBIAN_MIRROR (default: the mirror apt uses), EDGE_KEEP=1 keeps the work folder.
+# default ~/.cache/aeguard/edge), EDGE_DETECTORS (comma list of names or specs such as "apre(n_members=3)";
+# default every exportable detector), EDGE_TOL, EDGE_TOL_INT8, DEBIAN_MIRROR (default: the mirror apt uses),
+# EDGE_KEEP=1 keeps the work folder.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"

@@ -2,7 +2,8 @@
 
 Run as ``python -m aeguard.edge.check_score COMMAND``:
 
-    make DIR         fit a small artifact per exportable detector (host, needs torch) and export its INT8 and
+    make DIR         fit a small artifact per exportable detector, or per detector spec given with --detectors
+                     (``apre(n_members=3)``: an ensemble), on the host (needs torch), export its INT8 and
                      legacy variants; write DIR/data.csv to score
     score DIR OUT    score every artifact in DIR with the aeguard-edge code (in one process, so an emulated
                      interpreter starts once): OUT/<artifact>.csv as written by ``aeguard-edge score``,
@@ -24,6 +25,7 @@ import argparse
 import csv
 import json
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -45,9 +47,15 @@ def synthetic(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return X[order], y[order]
 
 
+def artifact_slug(spec: str) -> str:
+    """A folder name for a detector spec: ``ae+mss`` -> ``ae_mss``, ``apre(n_members=3)`` -> ``apre_n_members_3``."""
+    return re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9.-]", "_", spec)).strip("_")
+
+
 def cmd_make(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from aeguard.benchmark.protocol import parse_detector_list, parse_detector_spec
     from aeguard.core import registry
     from aeguard.core.artifact import read_manifest
     from aeguard.edge.variants import export_variant
@@ -59,14 +67,15 @@ def cmd_make(args: argparse.Namespace) -> int:
     X_new, _ = synthetic(args.score_rows, args.features, seed=1)
     pd.DataFrame(X_new, columns=names).to_csv(out / "data.csv", index=False, float_format="%.17g")
     records = registry.detectors()
-    wanted = args.detectors.split(",") if args.detectors else [n for n, r in records.items() if r.exports_onnx]
-    for name in wanted:
-        cls = registry.get(name).cls
-        accepted = cls().get_params(deep=False)
-        params = {k: v for k, v in FAST.items() if k in accepted}
-        detector = registry.create(name, random_state=0, **params)
+    wanted = (parse_detector_list(args.detectors, list(records)) if args.detectors
+              else [n for n, r in records.items() if r.exports_onnx])
+    for spec in wanted:
+        _, name, given = parse_detector_spec(spec)
+        accepted = registry.get(name).cls().get_params(deep=False)
+        fast = {k: v for k, v in FAST.items() if k in accepted and k not in given}
+        detector = registry.build_detector(name, {**fast, **given}, seed=0)
         detector.fit(pd.DataFrame(X_fit, columns=names))
-        slug = name.replace("+", "_")
+        slug = artifact_slug(spec)
         fp32 = detector.save_artifact(out / "artifacts" / f"{slug}-fp32")
         made = ["fp32"]
         if not read_manifest(fp32)["graph"].get("int8_refusal"):  # a graph may declare that INT8 does not apply
@@ -212,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("make")
     p.add_argument("dir")
-    p.add_argument("--detectors", default=None, help="comma-separated names (default: every exportable one)")
+    p.add_argument("--detectors", default=None,
+                   help="comma-separated names or specs, e.g. 'ae,apre(n_members=3)' (default: every exportable one)")
     p.add_argument("--rows", type=int, default=2000)
     p.add_argument("--score-rows", type=int, default=1000)
     p.add_argument("--features", type=int, default=8)

@@ -486,3 +486,28 @@ def test_emit_report_prints_and_writes_the_same_json(tmp_path: Path, capsys: pyt
     assert json.loads(out.read_text()) == report
     emit_report(report, None)
     assert json.loads(capsys.readouterr().out) == report
+
+
+def test_edge_check_make_accepts_detector_specs_and_builds_an_ensemble(tmp_path: Path) -> None:
+    """``EDGE_DETECTORS='ae(n_members=2)'``: the spec's parameters reach the fit (here a 2-member ensemble) and
+    the artifact folders are named after the spec, so ensembles get the same aarch64 parity check."""
+    from aeguard.core.artifact import read_manifest
+    from aeguard.edge.check_score import artifact_slug
+    from aeguard.edge.check_score import main as check_main
+
+    assert artifact_slug("apre(n_members=3)") == "apre_n_members_3" and artifact_slug("ae+mss") == "ae_mss"
+    job = tmp_path / "job"
+    assert check_main(["make", str(job), "--detectors", "ae(n_members=2,epochs=20)", "--rows", "200",
+                       "--score-rows", "50", "--features", "4"]) == 0
+    made = sorted(p.name for p in (job / "artifacts").iterdir())
+    assert made == ["ae_n_members_2_epochs_20-fp32", "ae_n_members_2_epochs_20-int8", "ae_n_members_2_epochs_20-legacy"]
+    manifest = read_manifest(job / "artifacts" / made[0])
+    assert manifest["extra"]["ensemble"]["n_members"] == 2
+    # in its own interpreter, as under emulation: scoring an ensemble loads no heavy module
+    scored = subprocess.run([sys.executable, "-m", "aeguard.edge.check_score", "score", str(job),
+                             str(tmp_path / "x86")], capture_output=True, text=True)
+    assert scored.returncode == 0, scored.stdout + scored.stderr
+    raw = np.load(tmp_path / "x86" / "raw.npz")
+    assert raw[f"{made[0]}/score"].shape == (50,)
+    with pytest.raises(ValueError, match="n_members"):
+        check_main(["make", str(tmp_path / "bad"), "--detectors", "ae(n_members=0)"])
