@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from aeguard.core.base import BaseDetector, ScoreOutput
-from aeguard.core.params import Grid, Int, Spec
+from aeguard.core.params import Float, Grid, Int, Spec
 
 _LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
 
@@ -336,14 +336,18 @@ class DeepDetector(BaseDetector):
     #: ``get_params``/``clone``/``--param`` see them without any plugin declaring them: ``n_members`` networks
     #: trained together and combined in one graph (``aeguard.core.ensemble``); 1 is the single model, unchanged;
     #: ``member_grid``: per-member values of the class's own parameters ("none": members differ in their seeds only)
-    ensemble_params: ClassVar[dict[str, Any]] = {"n_members": 1, "member_grid": "none"}
-    param_spec: ClassVar[dict[str, Spec]] = {"n_members": Int(low=1), "member_grid": Grid(validate=_check_member_grid)}
+    #: ``member_subsample``: the fraction of the training rows each member trains on, drawn per member (1.0: all)
+    ensemble_params: ClassVar[dict[str, Any]] = {"n_members": 1, "member_grid": "none", "member_subsample": 1.0}
+    param_spec: ClassVar[dict[str, Spec]] = {"n_members": Int(low=1), "member_grid": Grid(validate=_check_member_grid),
+                                             "member_subsample": Float(low=0.0, high=1.0, low_open=True)}
     n_members: int = 1
     member_grid: Any = "none"
+    member_subsample: float = 1.0
     #: parameters the members of an ensemble share, so ``member_grid`` refuses them (with the reason shown): the
     #: base reads them once, before the members exist, or they act on the combined score
     member_shared_params: ClassVar[dict[str, str]] = {
         "n_members": "is the ensemble's own size", "member_grid": "is the grid itself",
+        "member_subsample": "is the size of every member's row sample",
         "contamination": "sets the threshold of the combined score, not a member's",
         "random_state": "seeds the split the members share (each member already has its own seed, member_seed)",
         "val_fraction": "sets the training/hold-out split, which the members share",
@@ -462,7 +466,9 @@ class DeepDetector(BaseDetector):
 
         scoring = self._scoring_params()
         params = {name: self._param(name, value) for name, value in self.get_params(deep=False).items()
-                  if name not in scoring and name != "member_grid"}
+                  if name not in scoring and name not in ("member_grid", "member_subsample")}
+        if float(self.member_subsample) != 1.0:  # (absent at 1.0: keys from before it existed stay valid)
+            params["member_subsample"] = float(self.member_subsample)
         if isinstance(model, Members) and any(model.overrides):  # the resolved values: text and dict agree
             params["member_grid"] = model.overrides  # (absent without a grid: keys from before it stay valid)
         if len(data.val_idx) == 0:  # without a hold-out these cannot change training

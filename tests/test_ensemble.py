@@ -363,3 +363,81 @@ def test_member_grid_through_the_cli_and_a_benchmark_spec(tmp_path, data):
                                    "--param", "member_grid=width:4|8"])
     assert bad.exit_code != 0 and "member_grid entry 'width:4|8'" in str(bad.exception)
     assert not (tmp_path / "bad").exists()
+
+
+# --- member_subsample: each member on its own sample of the rows ------------------------------------------
+
+
+def test_member_subsample_gives_each_member_exactly_its_own_rows(data):
+    """The stacked loss and gradient of the subsampled stage are each member's own loss and gradient on its
+    own rows (checked against the members computed one by one)."""
+    from torch.func import stack_module_state
+
+    from aeguard.core.deep import FitData
+    from aeguard.core.ensemble import _set_param, _vectorised_stage, member_seed, member_subsets
+
+    X, _ = data
+    det = _create("ae", n_members=3, member_subsample=0.25)
+    z = ((X - X.mean(0)) / X.std(0)).astype(np.float32)
+    fit = FitData(z=z, train_idx=np.arange(len(z)), val_idx=np.arange(0), seed=0)
+    subsets = member_subsets(det, fit, range(3))
+    assert subsets.shape == (3, round(0.25 * len(z))) and len({tuple(s) for s in subsets}) == 3
+    models = []
+    for i in range(3):
+        torch.manual_seed(member_seed(0, i))
+        models.append(det.build_model(fit))
+    stage = det.stages(models[0], fit)[0]
+    template = det.build_model(fit)
+    stacked, _ = stack_module_state(models)
+    names = [n for n, _ in template.named_parameters()]
+    for name in names:
+        _set_param(template, name, torch.nn.Parameter(stacked[name].detach().clone()))
+    own = _vectorised_stage(stage, template, names, 3, subsets=subsets)
+    (rows,) = own.train_arrays(fit)
+    assert rows.shape == (subsets.shape[1], 3, z.shape[1]) and own.val_arrays(fit) is None
+    loss = own.loss(template, torch.from_numpy(rows))
+    loss.backward()
+    expected = 0.0
+    for i, model in enumerate(models):
+        member_loss = stage.loss(model, torch.from_numpy(z[subsets[i]]))
+        member_loss.backward()
+        expected = expected + float(member_loss.detach())
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(dict(template.named_parameters())[name].grad[i], p.grad)
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+
+
+def test_member_subsample_fit_records_the_samples_and_scores(data):
+    X, y = data
+    det = _create("ae", n_members=3, member_subsample=0.25).fit(X)
+    n = len(X)
+    assert det.history_["ensemble"]["member_subsample"] == {"fraction": 0.25, "rows": round(0.25 * n), "of": n}
+    assert det.history_["stages"][0]["n_train"] == round(0.25 * n)
+    assert det.manifest_extra()["ensemble"]["training"] == "vectorised"
+    scores = det.decision_function(X)
+    assert np.all(np.isfinite(scores)) and scores[y == 1].mean() > scores[y == 0].mean()
+    full = _create("ae", n_members=3).fit(X)
+    assert "member_subsample" not in full.history_["ensemble"]
+    assert not np.allclose(full.decision_function(X), scores)
+
+
+def test_member_subsample_refusals_name_the_parameter(data):
+    X, _ = data
+    for bad in (0, 0.0, 1.5, -0.2):
+        with pytest.raises(ValueError, match="member_subsample"):
+            registry.build_detector("ae", {"n_members": 3, "member_subsample": bad}, seed=0)
+    with pytest.raises(ValueError, match=r"member_subsample=0.5 needs n_members >= 2"):
+        _create("ae", member_subsample=0.5).fit(X)
+    with pytest.raises(ValueError, match=r"member_subsample=0.5 is not available for CBNetDetector"):
+        _create("cbnet", n_members=2, member_subsample=0.5).fit(X)
+    with pytest.raises(ValueError, match=r"member_grid entry 'member_subsample:0.5\|1': member_subsample is the size"):
+        _create("ae", n_members=2, member_grid="member_subsample:0.5|1").fit(X)
+
+
+def test_training_cache_keys_on_member_subsample_and_not_at_one(data, tmp_path, monkeypatch):
+    X, _ = data
+    monkeypatch.setenv("AEGUARD_TRAIN_CACHE", str(tmp_path / "cache"))
+    plain = _create("ae", n_members=2).fit(X)
+    at_one = _create("ae", n_members=2, member_subsample=1.0).fit(X)
+    half = _create("ae", n_members=2, member_subsample=0.5).fit(X)
+    assert [d.history_["cache"] for d in (plain, at_one, half)] == ["miss", "hit", "miss"]

@@ -106,7 +106,7 @@ def test_unknown_parameter_lists_the_valid_ones(csv_path, tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == ("error: unknown parameter(s) for ae: ['epochz']; valid: batch_size, "
                                    "contamination, device, early_stopping, epochs, epochs_per_step, lr, "
-                                   "member_grid, n_members, random_state, val_fraction, verbose")
+                                   "member_grid, member_subsample, n_members, random_state, val_fraction, verbose")
     with pytest.raises(ParamError, match=r"unknown parameter\(s\) for knn: \['bogus'\]; valid: .*n_neighbors"):
         registry.build_detector("knn", {"bogus": "1"})
     assert registry.build_detector("knn", {"n_neighbors": "10"}).params == {"n_neighbors": 10}
