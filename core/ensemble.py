@@ -28,6 +28,13 @@ How, in four steps (``DeepDetector._fit``):
    components ``mean_i comp_i / s_i`` (the same map without the centre, which belongs to the score), integer
    components (a predicted class) from member 0. Exported as one ONNX graph; serving and edge see one model.
 
+**Subsampled members** (``member_subsample`` < 1; subsampling ensembles, Zimek, Gaudet, Campello and Sander,
+KDD 2013): each member of a vectorised group trains on its own sample of the training rows
+(:func:`member_subsets`), so members differ in their data too and the stacked epoch does a fraction of the
+arithmetic: ``member_subsample = 1 / n_members`` costs about one model's rows in all. Member 0 is then not the
+single model. The hold-out, the fit-set scales and the threshold use every row; stages that cannot be stacked
+refuse it.
+
 **Hyperparameter grid** (``member_grid``, ROBOD-style: Ding, Zhao and Akoglu, NeurIPS 2022). Members may also
 differ in the detector's own constructor parameters, all label-free: ``member_grid="lr:1e-3|3e-3;latent:4|8"``
 (or ``{"lr": [1e-3, 3e-3], "latent": [4, 8]}``). The combinations are the Cartesian product in the order the

@@ -4,19 +4,26 @@ the cells' summed fit and score seconds; the paired gain of each ``(n_members=M)
 the datasets where a row still loses against ``iforest``; and the per-dataset fit-time ratio M : 1.
 
     python scripts/ensemble/analyse.py runs/ens/results.csv
+    python scripts/ensemble/analyse.py runs/odds-ens/results.csv --detectors "iforest,apre,apre(n_members=5)"
+
+``--detectors`` keeps only those rows (benchmark specs), so a row that finished on fewer datasets does not shrink
+the set every other row is compared on.
 """
 
 from __future__ import annotations
 
-import re
-import sys
+import argparse
 
 import pandas as pd
 
+from aeguard.benchmark.protocol import parse_detector_list, parse_detector_spec
 
-def main(path: str) -> None:
+
+def main(path: str, detectors: str | None = None) -> None:
     df = pd.read_csv(path)
     df = df[df.status == "ok"]
+    if detectors:
+        df = df[df.detector.isin(parse_detector_list(detectors))]
     per = df.groupby(["detector", "dataset"]).agg(auc=("roc_auc", "mean"), ap=("ap", "mean"),
                                                   std=("roc_auc", "std"), fit=("fit_seconds", "sum"),
                                                   score=("score_seconds", "sum"), n=("seed", "count"))
@@ -39,21 +46,24 @@ def main(path: str) -> None:
     print("\nper-dataset ROC-AUC (mean over seeds):")
     print(auc.round(3).to_string())
     for det in auc.columns:
-        m = re.match(r"^(.*)\(n_members=(\d+)\)$", det)
-        if not m or m.group(1) not in auc.columns:
+        _, base, params = parse_detector_spec(det)
+        if int(params.get("n_members", 1)) < 2 or base not in auc.columns:
             continue
-        base = m.group(1)
         d = auc[det] - auc[base]
         print(f"\n{det} - {base}: mean {d.mean():+.3f}, better/worse (>0.001) {(d > 0.001).sum()}/{(d < -0.001).sum()}")
         ratio = (per.fit.unstack("detector")[det] / per.fit.unstack("detector")[base])
         print("fit-time ratio per dataset:", ratio.round(2).sort_values().to_dict())
     if "iforest" in auc.columns:
         for det in auc.columns:
-            if det == "iforest" or not re.match(r"^(ae|apre|ae\+mss)", det):
+            if det == "iforest" or parse_detector_spec(det)[1] not in ("ae", "apre", "ae+mss"):
                 continue
             d = (auc[det] - auc["iforest"]).sort_values()
             print(f"\n{det} - iforest: mean {d.mean():+.3f}, worst: {d.head(6).round(3).to_dict()}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/ens/results.csv")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="?", default="runs/ens/results.csv")
+    parser.add_argument("--detectors", default=None, help="comma-separated specs to keep (default: every row)")
+    args = parser.parse_args()
+    main(args.results, args.detectors)
