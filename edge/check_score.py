@@ -136,13 +136,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"{env_a['machine']} (onnxruntime {env_a['onnxruntime']}) vs {env_b['machine']} "
           f"(onnxruntime {env_b['onnxruntime']}); difference allowed: {args.tol:g} (FP32 graphs), "
           f"{args.tol_int8:g} (INT8), times max(1, largest |score|)")
-    print(f"{'artifact':<22} {'variant':<12} {'score max|d|':>13} {'relative':>9} {'contrib max|d|':>15} "
+    width = max([22, *(len(name) for name in env_a["variants"])])
+    print(f"{'artifact':<{width}} {'variant':<12} {'score max|d|':>13} {'relative':>9} {'contrib max|d|':>15} "
           f"{'csv max|d|':>11} {'labels differ':>13}  result")
     failed, results = [], {}
     for name, variant in sorted(env_a["variants"].items()):
         if name not in env_b["variants"]:
             failed.append(name)
-            print(f"{name:<22} missing on {env_b['machine']}")
+            print(f"{name:<{width}} missing on {env_b['machine']}")
             continue
         ds = float(np.max(np.abs(raw_a[f"{name}/score"].astype(np.float64) - raw_b[f"{name}/score"])))
         dc = max_abs_diff(raw_a[f"{name}/contrib"], raw_b[f"{name}/contrib"])  # NaN contrib (no split) matches
@@ -158,7 +159,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         rel = ds / max(magnitude, 1e-12)
         results[name] = {"variant": variant, "score": ds, "score_rel": rel, "contrib": dc, "csv": dcsv,
                          "label_flips": flips, "tolerance": tol, "result": verdict}
-        print(f"{name:<22} {variant:<12} {ds:>13.3g} {rel:>9.2g} {dc:>15.3g} {dcsv:>11.3g} {flips:>13d}  {verdict}")
+        print(f"{name:<{width}} {variant:<12} {ds:>13.3g} {rel:>9.2g} {dc:>15.3g} {dcsv:>11.3g} {flips:>13d}  "
+              f"{verdict}")
     if args.json:
         Path(args.json).write_text(json.dumps({"a": env_a, "b": env_b, "tol": args.tol, "results": results},
                                               indent=2) + "\n")
