@@ -209,6 +209,10 @@ def test_digits_use_2x2_patches_and_two_levels_and_match_onnx(digit_fit, tmp_pat
     det, test = digit_fit
     model: ImageFader = det.model_
     assert (model.patch, model.grid, model.levels, model.channels) == (2, (4, 4), 2, [32, 64])
+    # the optimiser-step floor (20 x epochs per stage) holds for images too: 2 batches of 64 per epoch here
+    batches = -(-det.split_["n_train"] // 64)
+    floors = [200] + [100] * 3  # epochs=10, epochs_b=5 (FAST), stage A then three stage-B rounds
+    assert [s["epochs_run"] for s in det.history_["stages"]] == [-(-f // batches) for f in floors]
     out = det.score_output(test)
     assert out.contrib.shape == (len(test), 64)
     np.testing.assert_allclose(det.explain(test).to_numpy().sum(axis=1), out.components["error_sum"], rtol=1e-5)

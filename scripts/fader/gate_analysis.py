@@ -1,4 +1,4 @@
-"""What the FADeR-style soft scores and gates do on ODDS (why the spec's stage-B loss left them inverted).
+"""What the FADeR-style soft scores and gates do on ODDS and digits (why the spec's stage-B loss left them inverted).
 
 Per dataset (protocol split, seed 0), for the default `fader` fit: the mean soft group score s on test inliers
 and outliers, the share of (row, group) gates ``1 - s`` below 0.5, the ROC-AUC of ``max_g s_g`` alone, and the
@@ -10,6 +10,9 @@ shallow-skip-off variant. Writes JSON and one bar figure.
     .venv/bin/python scripts/fader/gate_analysis.py wbc,cardio,glass,pima,thyroid \\
         --params lam=1,recon_on=all,min_steps=1 --out docs/benchmarks/fader_gates_spec_loss.json \\
         --figure docs/benchmarks/figures/fader/gates_spec_loss.png
+    .venv/bin/python scripts/fader/gate_analysis.py digit0,digit1,digit2 --out docs/benchmarks/fader_gates_digits.json
+
+A name ``digitC`` is the one-class digits task of ``--suite digits`` (seed 0; 1x8x8 images, the benchmark's split).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 
 def main() -> None:
     from aeguard.benchmark.cells import build_detector
+    from aeguard.benchmark.images import DIGITS_RANGE, DIGITS_SHAPE, DIGITS_SOURCE, digits_task
     from aeguard.benchmark.protocol import make_split
     from aeguard.core.metrics import roc_auc
 
@@ -36,16 +40,23 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for name in args.datasets.split(","):
-        d = np.load(Path(args.data_dir) / f"{name}.npz")
-        X_fit, X_test, _, y = make_split(d["X"].astype(np.float64), d["y"].astype(int), 0)
+        fit_kw: dict = {}
+        if name.startswith("digit"):  # the digits suite's one-class task, as images
+            X, y_all, fit_rows, test_rows, _ = digits_task(DIGITS_SOURCE + name[len("digit"):], 0)
+            X_fit, X_test = (X[r].reshape(len(r), *DIGITS_SHAPE) for r in (fit_rows, test_rows))
+            y, fit_kw = y_all[test_rows], {"pixel_range": DIGITS_RANGE}
+        else:
+            d = np.load(Path(args.data_dir) / f"{name}.npz")
+            X_fit, X_test, _, y = make_split(d["X"].astype(np.float64), d["y"].astype(int), 0)
         row: dict = {"dataset": name}
         extra = f",{args.params}" if args.params else ""
         for label, spec in (("base", f"fader(attenuation=false{extra})"), ("fader", f"fader({extra.lstrip(',')})"),
                             ("fader_deep", f"fader(skip_levels_at_inference=deep{extra})")):
-            det = build_detector(spec.replace("fader()", "fader"), 0).fit(X_fit)
+            det = build_detector(spec.replace("fader()", "fader"), 0).fit(X_fit, **fit_kw)
             out = det.score_output(X_test)
-            up = np.asarray(out.components["mask"])[:, det.groups_] if hasattr(det, "groups_") else 1.0
-            row[label] = {"roc_auc": roc_auc(y, out.score),
+            mask = np.asarray(out.components["mask"])
+            up = mask[:, det.groups_] if hasattr(det, "groups_") else _pixels(mask, det.patch_, X_test.shape)
+            row[label] = {"roc_auc": roc_auc(y, out.score), "roc_auc_error_sum": roc_auc(y, out.contrib.sum(axis=1)),
                           "roc_auc_masked_error": roc_auc(y, out.components["masked_error"]),
                           "roc_auc_unmasked_error": roc_auc(y, (out.contrib * (1 - up)).sum(axis=1))}
             if label == "fader":
@@ -82,6 +93,14 @@ def main() -> None:
         fig.tight_layout()
         Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.figure, dpi=110)
+
+
+def _pixels(mask: np.ndarray, patch: int, shape: tuple[int, ...]) -> np.ndarray:
+    """A (B x P) patch mask as flat per-pixel values, in the layout of ``contrib``."""
+    c, h, w = shape[1:]
+    grid = mask.reshape(len(mask), 1, h // patch, w // patch)
+    up = np.repeat(np.repeat(grid, patch, axis=2), patch, axis=3)
+    return np.broadcast_to(up, (len(mask), c, h, w)).reshape(len(mask), -1)
 
 
 if __name__ == "__main__":
