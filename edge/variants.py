@@ -44,10 +44,13 @@ variant needs only onnxruntime.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as _dt
+import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -350,6 +353,19 @@ def _check_kept_float(model: Any, kept: dict[str, str]) -> None:
             raise ArtifactError(f"the declared FP32 node {name!r} ({op_type}) has quantized inputs {bad}")
 
 
+@contextlib.contextmanager
+def _working_dir(folder: str | Path) -> Iterator[None]:
+    """Run with ``folder`` as the current directory. onnxruntime's symbolic shape inference, when it gives up
+    (it does on the image U-Nets), saves ``sym_shape_infer_temp.onnx`` and a ``<uuid>.data`` file of every weight
+    into the current directory before raising: inside the temporary folder they go away with it."""
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def quantize_int8(src: str | Path, dst: str | Path, keep_fp32: list[str] | tuple[str, ...], per_channel: bool = True,
                   reduce_range: bool = True, per_row: bool = True) -> dict[str, Any]:
     """Write ``src`` quantized to INT8 at ``dst``; the nodes named in ``keep_fp32`` (the manifest's declared
@@ -366,10 +382,12 @@ def quantize_int8(src: str | Path, dst: str | Path, keep_fp32: list[str] | tuple
         pre, per_batch = Path(tmp) / "pre.onnx", Path(tmp) / "per_batch.onnx"
         # shape inference only: its graph optimisation folds Transpose(reference set) into a second copy and
         # would rename or fuse nodes, so the declared FP32 names would no longer match
-        try:
-            quant_pre_process(str(src), str(pre), skip_optimization=True)
-        except Exception:  # onnxruntime's symbolic shape inference gives up on some exported graphs
-            quant_pre_process(str(src), str(pre), skip_optimization=True, skip_symbolic_shape=True)
+        source = str(Path(src).resolve())  # the working directory changes below
+        with _working_dir(tmp):
+            try:
+                quant_pre_process(source, str(pre), skip_optimization=True)
+            except Exception:  # onnxruntime's symbolic shape inference gives up on some exported graphs
+                quant_pre_process(source, str(pre), skip_optimization=True, skip_symbolic_shape=True)
         model = onnx.load(str(pre))
         for i, node in enumerate(model.graph.node):  # the quantizer addresses nodes by name
             if not node.name:

@@ -237,6 +237,22 @@ def test_digits_use_2x2_patches_and_two_levels_and_match_onnx(digit_fit, tmp_pat
         np.testing.assert_array_equal(np.asarray(got.components["mask"]), out.components["mask"])
 
 
+def test_int8_export_of_the_image_graph_leaves_the_working_directory_clean(digit_fit, tmp_path, monkeypatch):
+    """onnxruntime's symbolic shape inference gives up on the image U-Net and saves its temporary model and a
+    <uuid>.data file into the current directory; the export runs it inside its own temporary folder."""
+    from aeguard.edge.variants import export_variant
+
+    det, test = digit_fit
+    fp32 = det.save_artifact(tmp_path / "fp32")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    int8 = export_variant(fp32, tmp_path / "int8", int8=True)
+    assert sorted(p.name for p in cwd.iterdir()) == []
+    got, ref = load_artifact(int8).score(test), det.score_output(test)
+    np.testing.assert_array_equal(np.asarray(got.components["mask"]), ref.components["mask"])  # the FP32 rule
+
+
 def test_28px_images_use_4x4_patches_and_three_levels(tmp_path):
     X = synthetic_28()
     det = build(epochs=3, epochs_b=2, width=8, active_rounds=1).fit(X[:40])
