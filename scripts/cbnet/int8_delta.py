@@ -25,21 +25,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp())
-    rows = []
-    for name in args.datasets.split(","):
-        data = np.load(Path(args.data_dir) / f"{name}.npz")
-        X, y = data["X"].astype(np.float64), data["y"].astype(int)
-        det = registry.create("cbnet", random_state=args.seed).fit(X)
-        fp32 = det.save_artifact(root / name)
-        int8 = export_variant(fp32, root / f"{name}-int8", int8=True)
-        a, b = load_artifact(fp32).score(X), load_artifact(int8).score(X)
-        auc32, auc8 = roc_auc(y, a.score), roc_auc(y, b.score)
-        rows.append({"dataset": name, "roc_auc_fp32": round(auc32, 4), "roc_auc_int8": round(auc8, 4),
-                     "delta": round(auc8 - auc32, 4), "class_agreement": round(float(np.mean(
-                         a.components["class"] == b.components["class"])), 4),
-                     "n_classes": det.classes_info_["n_classes"]})
-        print(rows[-1])
+    with tempfile.TemporaryDirectory(prefix="aeguard-int8-") as tmp:
+        root = Path(tmp)
+        rows = []
+        for name in args.datasets.split(","):
+            data = np.load(Path(args.data_dir) / f"{name}.npz")
+            X, y = data["X"].astype(np.float64), data["y"].astype(int)
+            det = registry.create("cbnet", random_state=args.seed).fit(X)
+            fp32 = det.save_artifact(root / name)
+            int8 = export_variant(fp32, root / f"{name}-int8", int8=True)
+            a, b = load_artifact(fp32).score(X), load_artifact(int8).score(X)
+            auc32, auc8 = roc_auc(y, a.score), roc_auc(y, b.score)
+            rows.append({"dataset": name, "roc_auc_fp32": round(auc32, 4), "roc_auc_int8": round(auc8, 4),
+                         "delta": round(auc8 - auc32, 4), "class_agreement": round(float(np.mean(
+                             a.components["class"] == b.components["class"])), 4),
+                         "n_classes": det.classes_info_["n_classes"]})
+            print(rows[-1])
     report = {"seed": args.seed, "rows": rows, "mean_delta": round(float(np.mean([r["delta"] for r in rows])), 4)}
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -31,26 +31,27 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp())
-    rows = []
-    for digit in args.digits.split(","):
-        X, y_all, fit_rows, test_rows, _ = digits_task(DIGITS_SOURCE + digit, args.seed)
-        X_fit, X_test = (X[r].reshape(len(r), *DIGITS_SHAPE) for r in (fit_rows, test_rows))
-        y = y_all[test_rows]
-        det = build_detector(args.detector, args.seed).fit(X_fit, pixel_range=DIGITS_RANGE)
-        fp32 = det.save_artifact(root / f"digit{digit}")
-        int8 = export_variant(fp32, root / f"digit{digit}-int8", int8=True)
-        a, b = load_artifact(fp32).score(X_test), load_artifact(int8).score(X_test)
-        auc32, auc8 = roc_auc(y, a.score), roc_auc(y, b.score)
-        rows.append({"task": f"digit{digit}", "roc_auc_fp32": round(auc32, 4), "roc_auc_int8": round(auc8, 4),
-                     "delta": round(auc8 - auc32, 4),
-                     "label_agreement": round(float(np.mean(a.label == b.label)), 4),
-                     "mask_agreement": round(float(np.mean(np.asarray(a.components["mask"])
-                                                           == np.asarray(b.components["mask"]))), 4),
-                     "size_ratio": round(sum(f.stat().st_size for f in int8.glob("*.onnx"))
-                                         / sum(f.stat().st_size for f in fp32.glob("*.onnx")), 3)})
-        print(json.dumps(rows[-1]), flush=True)
-    deltas = [r["delta"] for r in rows]
+    with tempfile.TemporaryDirectory(prefix="aeguard-int8-") as tmp:
+        root = Path(tmp)
+        rows = []
+        for digit in args.digits.split(","):
+            X, y_all, fit_rows, test_rows, _ = digits_task(DIGITS_SOURCE + digit, args.seed)
+            X_fit, X_test = (X[r].reshape(len(r), *DIGITS_SHAPE) for r in (fit_rows, test_rows))
+            y = y_all[test_rows]
+            det = build_detector(args.detector, args.seed).fit(X_fit, pixel_range=DIGITS_RANGE)
+            fp32 = det.save_artifact(root / f"digit{digit}")
+            int8 = export_variant(fp32, root / f"digit{digit}-int8", int8=True)
+            a, b = load_artifact(fp32).score(X_test), load_artifact(int8).score(X_test)
+            auc32, auc8 = roc_auc(y, a.score), roc_auc(y, b.score)
+            rows.append({"task": f"digit{digit}", "roc_auc_fp32": round(auc32, 4), "roc_auc_int8": round(auc8, 4),
+                         "delta": round(auc8 - auc32, 4),
+                         "label_agreement": round(float(np.mean(a.label == b.label)), 4),
+                         "mask_agreement": round(float(np.mean(np.asarray(a.components["mask"])
+                                                               == np.asarray(b.components["mask"]))), 4),
+                         "size_ratio": round(sum(f.stat().st_size for f in int8.glob("*.onnx"))
+                                             / sum(f.stat().st_size for f in fp32.glob("*.onnx")), 3)})
+            print(json.dumps(rows[-1]), flush=True)
+        deltas = [r["delta"] for r in rows]
     report = {"command": "scripts/fader/int8_digits.py", "detector": args.detector, "seed": args.seed, "rows": rows,
               "mean_roc_auc_fp32": round(float(np.mean([r["roc_auc_fp32"] for r in rows])), 4),
               "mean_roc_auc_int8": round(float(np.mean([r["roc_auc_int8"] for r in rows])), 4),
