@@ -61,8 +61,17 @@ def test_explain_sums_to_the_score_and_components_are_as_documented(given, data)
     out = given.score_output(rows)
     np.testing.assert_allclose(given.explain(rows).sum(axis=1), out.score, rtol=1e-5)
     s = given.component_scales_
-    np.testing.assert_allclose(out.score, out.components["s_conv"] / s["s_conv"] + out.components["s_ent"] / s["s_ent"],
+    np.testing.assert_allclose(out.score, sum(out.components[k] / s[k] for k in ("s_conv", "s_ent", "s_input")),
                                rtol=1e-5)
+    # s_input: the standardized input's distance to the prototype its conversion lands on
+    z = given.standardize_(torch.from_numpy(rows.astype(np.float32))).numpy()
+    R = given.model_.nearest.prototypes.numpy()
+    y = given.model_.convert(torch.from_numpy(z)).detach().numpy()
+    chosen = R[np.argmin(((y[:, None] - R[None]) ** 2).sum(2), axis=1)]
+    np.testing.assert_allclose(out.components["s_input"], ((z - chosen) ** 2).sum(1), rtol=1e-4)
+    spec = CBNetDetector(components="conv+ent", **FAST).fit(data[0], classes=data[1]).score_output(rows)
+    parts = spec.components
+    np.testing.assert_allclose(spec.score, parts["s_conv"] / s["s_conv"] + parts["s_ent"] / s["s_ent"], rtol=1e-5)
     assert (out.components["s_ent"] >= 0).all() and (out.components["s_ent"] <= np.log(3) + 1e-5).all()
 
 
@@ -181,3 +190,17 @@ def test_images_use_the_branch_classifier_and_export(tmp_path):
     onnx_out = model.score(np.concatenate([X[:20], noise]))
     np.testing.assert_allclose(onnx_out.score, out.score, rtol=1e-4)
     np.testing.assert_array_equal(onnx_out.components["class"], out.components["class"])
+
+
+def test_training_cache_shares_training_between_component_variants(data, tmp_path, monkeypatch):
+    """``components`` and ``scale`` are scoring parameters: a cached training loads prototypes and easy sets
+    and scores exactly as a fresh fit with the same parameters."""
+    X, classes, outliers = data
+    rows = np.vstack([X, outliers])
+    fresh = CBNetDetector(components="conv", **FAST).fit(X, classes=classes)
+    monkeypatch.setenv("AEGUARD_TRAIN_CACHE", str(tmp_path))
+    first = CBNetDetector(**FAST).fit(X, classes=classes)
+    hit = CBNetDetector(components="conv", **FAST).fit(X, classes=classes)
+    assert first.history_["cache"] == "miss" and hit.history_["cache"] == "hit"
+    assert hit.easy_sets_ == fresh.easy_sets_
+    np.testing.assert_allclose(hit.decision_function(rows), fresh.decision_function(rows), rtol=1e-6)

@@ -61,7 +61,8 @@ IMAGE_PCA = 50
 MEDOID_ROWS = 2000
 #: L1 activity penalty on g's bottleneck for images (the prototype's Keras activity_regularizer)
 IMAGE_L1 = 1e-7
-COMPONENTS = ("conv+ent", "conv", "ent")
+#: the score's components (``cbnet.md`` section 5 plus ``s_input``, aeguard design); the default first
+COMPONENTS = ("conv+ent+input", "conv+ent", "conv+input", "ent+input", "conv", "ent", "input")
 #: a k-means pseudo-class needs at least this share of the rows (and 5 rows); smaller clusters are merged
 MIN_CLASS_SHARE = 0.02
 
@@ -165,6 +166,8 @@ class CBNetDetector(DeepDetector):
     """
 
     accepts_classes = True
+    #: training never sees these (the training cache shares one training between them)
+    scoring_params: ClassVar[frozenset[str]] = frozenset({"components", "scale"})
     modalities: ClassVar[tuple[str, ...]] = ("tabular", "image")
     #: f is a conv branch on (C, H, W); g flattens itself
     image_layout: ClassVar[str] = "chw"
@@ -182,7 +185,7 @@ class CBNetDetector(DeepDetector):
                  lr: float = 1e-3, batch_size: int | None = 256, min_steps: int | None = None,
                  intra_class_clusters: int = 1, easy_percentile: float = 20.0, easy_threshold: float = 0.05,
                  faithful: bool = False,
-                 representative: str = "medoid", components: str = "conv+ent", scale: str = "mad",
+                 representative: str = "medoid", components: str = "conv+ent+input", scale: str = "mad",
                  val_fraction: float = 1 / 6, epochs_per_step: int = 50, contamination: Any = 0.1,
                  random_state: int | None = None, device: str = "auto", verbose: bool = False) -> None:
         self.n_classes = n_classes
@@ -312,6 +315,14 @@ class CBNetDetector(DeepDetector):
                   epochs=self._stage_epochs(self._converter_epochs(data), len(data.train_idx))),
         ]
 
+    def _train(self, model: nn.Module, data: FitData) -> dict[str, Any]:
+        """As the base; weights loaded from the training cache skip the stages, so the easy sets (fit state
+        reported in the manifest) are recomputed from the loaded f, which gives the cached prototypes again."""
+        history = super()._train(model, data)
+        if history.get("cache") == "hit":
+            self._conversion_pairs(model, data)
+        return history
+
     def _entropies(self, model: CBNet, z: np.ndarray) -> np.ndarray:
         device = next(model.parameters()).device
         out = []
@@ -365,11 +376,13 @@ class CBNetDetector(DeepDetector):
         out = model.score_against(torch.from_numpy(rows), torch.from_numpy(rows))
         ent_floor = float(ENTROPY_FLOOR * np.log(len(self.sub_class_)))
         scales = [robust_scale(out["s_conv"].numpy(), self.scale),
-                  robust_scale(out["s_ent"].numpy(), self.scale, ent_floor)]
+                  robust_scale(out["s_ent"].numpy(), self.scale, ent_floor),
+                  robust_scale(out["s_input"].numpy(), self.scale)]
         model.scales.copy_(torch.tensor(scales, dtype=torch.float32))
-        weights = {"conv+ent": (1.0, 1.0), "conv": (1.0, 0.0), "ent": (0.0, 1.0)}[self.components]
+        used = self.components.split("+")
+        weights = [float(name in used) for name in ("conv", "ent", "input")]
         model.weights.copy_(torch.tensor(weights, dtype=torch.float32))
-        self.component_scales_ = {"s_conv": scales[0], "s_ent": scales[1], "kind": self.scale,
+        self.component_scales_ = {"s_conv": scales[0], "s_ent": scales[1], "s_input": scales[2], "kind": self.scale,
                                   "measured_on": "hold-out" if data.z_val is not None else "training rows",
                                   "n_rows": int(len(rows))}
 

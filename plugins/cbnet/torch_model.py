@@ -81,11 +81,12 @@ class NearestPrototype(nn.Module):
         self.register_buffer("prototypes_sq", (self.prototypes ** 2).sum(dim=1))
         self.register_buffer("prototype_class", torch.as_tensor(prototype_class, dtype=torch.int64))
 
-    def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Residual ``(y - r_c*)^2``, the class code of c* and the prototype row r_c* itself."""
         d2 = (y ** 2).sum(dim=1, keepdim=True) - 2.0 * y @ self.prototypes.T + self.prototypes_sq
         nearest = torch.argmin(d2, dim=1)
-        residual = (y - self.prototypes[nearest]) ** 2
-        return residual, self.prototype_class[nearest]
+        chosen = self.prototypes[nearest]
+        return (y - chosen) ** 2, self.prototype_class[nearest], chosen
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -115,10 +116,18 @@ class CBNet(nn.Module):
         if self.image:
             self.register_buffer("pixel_mean", torch.as_tensor(pixel_mean, dtype=torch.float32))
             self.register_buffer("pixel_scale", torch.as_tensor(pixel_scale, dtype=torch.float32))
-        # score = w_conv * s_conv / scale_conv + w_ent * s_ent / scale_ent; set after training
-        self.register_buffer("weights", torch.ones(2))
-        self.register_buffer("scales", torch.ones(2))
+        # score = sum_k w_k * s_k / scale_k over (s_conv, s_ent, s_input); set after training
+        self.register_buffer("weights", torch.ones(3))
+        self.register_buffer("scales", torch.ones(3))
         self.nearest: NearestPrototype | None = None
+        self._register_load_state_dict_pre_hook(self._make_nearest)
+
+    def _make_nearest(self, state: dict, prefix: str, *args: object) -> None:
+        """Weights saved after training (the training cache) hold the prototypes, which the network only gets
+        when its conversion stage starts: create the module they load into."""
+        if self.nearest is None and f"{prefix}nearest.prototypes" in state:
+            self.nearest = NearestPrototype(state[f"{prefix}nearest.prototypes"].numpy(),
+                                            state[f"{prefix}nearest.prototype_class"].numpy())
 
     def converter_parameters(self) -> list[nn.Parameter]:
         return [*self.encoder.parameters(), *self.output.parameters()]
@@ -140,16 +149,21 @@ class CBNet(nn.Module):
         return self.classifier(rows.reshape(-1, *self.input_shape) if self.image else rows)
 
     def score_against(self, z: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """CBNet-style score; ``target`` is unused (g's target is a prototype, not the input: no MSS)."""
+        """CBNet-style score; ``target`` is unused (g's target is a prototype, not the input: no MSS).
+
+        ``s_input = ||z - r_c*||^2`` is the standardized input's distance to the prototype g converts it onto
+        (c* = argmin_c ||g(z) - r_c||^2): how far the conversion had to move the row. ``contrib`` sums the
+        weighted per-feature residuals of s_conv and s_input and spreads s_ent evenly, so it sums to ``score``."""
         y = self.convert(z)
         if self.nearest is None:  # before the prototypes exist (the graph probe of an unfitted model)
-            residual, cls = torch.zeros_like(y), torch.zeros(y.shape[0], dtype=torch.int64)
+            residual, cls, chosen = torch.zeros_like(y), torch.zeros(y.shape[0], dtype=torch.int64), y
         else:
-            residual, cls = self.nearest(y)
-        s_conv = residual.sum(dim=1)
+            residual, cls, chosen = self.nearest(y)
+        moved = (z.flatten(1) - chosen) ** 2
+        s_conv, s_input = residual.sum(dim=1), moved.sum(dim=1)
         s_ent = entropy(self.classify(y))
         unit = self.weights / self.scales
         ent_part = unit[1] * s_ent
-        contrib = residual * unit[0] + (ent_part / y.shape[1])[:, None]
-        return {"score": unit[0] * s_conv + ent_part, "contrib": contrib, "class": cls,
-                "s_conv": s_conv, "s_ent": s_ent}
+        contrib = residual * unit[0] + moved * unit[2] + (ent_part / y.shape[1])[:, None]
+        return {"score": unit[0] * s_conv + ent_part + unit[2] * s_input, "contrib": contrib, "class": cls,
+                "s_conv": s_conv, "s_ent": s_ent, "s_input": s_input}
