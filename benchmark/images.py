@@ -72,6 +72,15 @@ def digits_task(source: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return X, (target != c).astype(np.int64), fit_idx, test_idx, None
 
 
+def digits_images(task: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fit images, test images, test labels) of the one-class task ``digitC`` as (N, 1, 8, 8) pixels 0-16,
+    the split the benchmark's cell uses for ``seed`` (for analysis scripts; fit with ``pixel_range=DIGITS_RANGE``)."""
+    if not task.startswith("digit") or not task[len("digit"):].isdigit():
+        raise ValueError(f"a digits task is digit0 .. digit9, got {task!r}")
+    X, y, fit_rows, test_rows, _ = digits_task(DIGITS_SOURCE + task[len("digit"):], seed)
+    return X[fit_rows].reshape(-1, *DIGITS_SHAPE), X[test_rows].reshape(-1, *DIGITS_SHAPE), y[test_rows]
+
+
 def one_class_split(target: np.ndarray, normal: int, seed: int, test_size: float = 0.4) -> tuple[np.ndarray,
                                                                                                 np.ndarray]:
     """Fit rows: 60 % of class ``normal``; test rows: the other 40 % of it plus 40 % of every other class."""

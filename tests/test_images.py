@@ -426,6 +426,18 @@ def test_digits_one_class_split_follows_the_protocol():
     assert not np.array_equal(digits_task("sklearn-digits:3", seed=2)[2], fit)
 
 
+def test_digits_images_gives_the_cells_split_as_images():
+    from aeguard.benchmark.images import digits_images, digits_task
+
+    X, y, fit, test, _ = digits_task("sklearn-digits:3", seed=1)
+    X_fit, X_test, y_test = digits_images("digit3", seed=1)
+    assert X_fit.shape == (len(fit), 1, 8, 8) and X_test.shape == (len(test), 1, 8, 8)
+    np.testing.assert_array_equal(X_fit.reshape(len(fit), -1), X[fit])
+    np.testing.assert_array_equal(y_test, y[test])
+    with pytest.raises(ValueError, match="digit0 .. digit9"):
+        digits_images("without3", seed=1)
+
+
 def test_held_out_class_protocol_fits_nine_digits_with_their_labels_and_runs_class_modes(tmp_path):
     import pandas as pd
     from typer.testing import CliRunner

@@ -1,15 +1,21 @@
 """Why `cbnet` ranks ODDS rows as it does: per-set test ROC-AUC of its components and of label-free diagnostics.
 
 On the benchmark's own split (stratified 60/40, seeds 0..N-1; labels only for the ROC-AUC), fit `cbnet` with the
-given parameters on the fit split and report on the test split the ROC-AUC of
-``score``, ``s_conv``, ``s_ent``, ``x_proto`` (``min_c ||z - r_c||^2``: the standardized input's distance to the
-nearest prototype), ``recon`` (``||g(z) - z||^2``) and ``z_norm`` (``||z||^2``), the chosen class count, the
-collapse ratio (median s_conv of test anomalies / of test normals), the median s_conv / x_proto of the test normals,
-and how many prototypes are fit-split rows labelled outlier (labels read for this analysis only, never by the fit).
+given parameters on the fit split and report on the test split the ROC-AUC of ``score``, ``s_conv``, ``s_ent``,
+``s_input`` (the distance to the prototype g converts the row onto), ``x_proto`` (``min_c ||z - r_c||^2``: the
+standardized input's distance to the nearest prototype), ``recon`` (``||g(z) - z||^2``) and ``z_norm``
+(``||z||^2``), the chosen class count, the collapse ratio (median s_conv of test anomalies / of test normals), the
+median s_conv / x_proto of the test normals, and how many prototypes are fit-split rows labelled outlier (labels
+read for this analysis only, never by the fit).
 
     .venv/bin/python scripts/cbnet/diagnose.py wbc,cardio,glass,pima,thyroid --seeds 2 \
         --out docs/benchmarks/cbnet_diagnose.json
     .venv/bin/python scripts/cbnet/diagnose.py cardio --params '{"n_classes": 8}'
+    AEGUARD_TRAIN_CACHE=runs/cache .venv/bin/python scripts/cbnet/diagnose.py all --seeds 5 \
+        --out docs/benchmarks/cbnet_collapse_odds.json     # every set in --data-dir; fits load from the cache
+
+``by_dataset`` in the output is the collapse check of ``cbnet.md`` section 9.4: per set, the mean over seeds of
+s_conv's ROC-AUC alone and the median collapse ratio.
 """
 
 from __future__ import annotations
@@ -37,7 +43,9 @@ def main() -> None:
     args = parser.parse_args()
     params = json.loads(args.params)
     rows = []
-    for name in args.datasets.split(","):
+    names = (sorted(p.stem for p in Path(args.data_dir).glob("*.npz")) if args.datasets == "all"
+             else args.datasets.split(","))
+    for name in names:
         data = np.load(Path(args.data_dir) / f"{name}.npz")
         X, y = data["X"].astype(np.float64), data["y"].astype(int).ravel()
         for seed in range(args.seeds):
@@ -63,6 +71,7 @@ def main() -> None:
                    "best_silhouette": round(max(det.classes_info_.get("silhouette", {"-": float("nan")}).values()), 3),
                    **{f"auc_{k}": round(roc_auc(y_test, v), 4) for k, v in {
                        "score": out.score, "s_conv": s_conv, "s_ent": out.components["s_ent"],
+                       "s_input": out.components["s_input"],
                        "x_proto": x_proto, "recon": recon, "z_norm": (zf ** 2).sum(1)}.items()},
                    "collapse_ratio": round(float(np.median(s_conv[~normal])
                                                  / max(np.median(s_conv[normal]), 1e-12)), 3),
@@ -73,10 +82,17 @@ def main() -> None:
             print(json.dumps({k: v for k, v in row.items() if k != "scales"}), flush=True)
     keys = [k for k in rows[0] if k.startswith("auc_")]
     mean = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys}
+    by_dataset = {}
+    for name in names:
+        mine = [r for r in rows if r["dataset"] == name]
+        by_dataset[name] = {"n_classes": sorted({r["n_classes"] for r in mine}),
+                            **{k: round(float(np.mean([r[k] for r in mine])), 4) for k in keys},
+                            "collapse_ratio": round(float(np.median([r["collapse_ratio"] for r in mine])), 3)}
+        by_dataset[name]["s_conv_separates"] = by_dataset[name]["auc_s_conv"] > 0.5
     print("mean", json.dumps(mean))
     if args.out:
-        Path(args.out).write_text(json.dumps({"params": params, "seeds": args.seeds, "rows": rows, "mean": mean},
-                                             indent=1) + "\n")
+        Path(args.out).write_text(json.dumps({"params": params, "seeds": args.seeds, "mean": mean,
+                                              "by_dataset": by_dataset, "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

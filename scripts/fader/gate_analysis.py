@@ -26,7 +26,7 @@ import numpy as np
 
 def main() -> None:
     from aeguard.benchmark.cells import build_detector
-    from aeguard.benchmark.images import DIGITS_RANGE, DIGITS_SHAPE, DIGITS_SOURCE, digits_task
+    from aeguard.benchmark.images import DIGITS_RANGE, digits_images
     from aeguard.benchmark.protocol import make_split
     from aeguard.core.metrics import roc_auc
 
@@ -42,9 +42,8 @@ def main() -> None:
     for name in args.datasets.split(","):
         fit_kw: dict = {}
         if name.startswith("digit"):  # the digits suite's one-class task, as images
-            X, y_all, fit_rows, test_rows, _ = digits_task(DIGITS_SOURCE + name[len("digit"):], 0)
-            X_fit, X_test = (X[r].reshape(len(r), *DIGITS_SHAPE) for r in (fit_rows, test_rows))
-            y, fit_kw = y_all[test_rows], {"pixel_range": DIGITS_RANGE}
+            X_fit, X_test, y = digits_images(name, 0)
+            fit_kw = {"pixel_range": DIGITS_RANGE}
         else:
             d = np.load(Path(args.data_dir) / f"{name}.npz")
             X_fit, X_test, _, y = make_split(d["X"].astype(np.float64), d["y"].astype(int), 0)

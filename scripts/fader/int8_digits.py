@@ -1,4 +1,5 @@
-"""INT8 vs FP32 ROC-AUC of image artifacts on the digits one-class suite (`aeguard bench-edge` covers tables only).
+"""INT8 vs FP32 ROC-AUC of image artifacts on the digits one-class suite (`aeguard bench-edge` covers tables only);
+any image detector (`--detector cbnet`), not only fader.
 
 Per digit task (the benchmark's split for the seed, 1x8x8 images): fit the detector spec, save the FP32 artifact,
 export its INT8 variant (`aeguard export --int8`), score the test images with both through onnxruntime and compare.
@@ -20,7 +21,7 @@ import numpy as np
 
 def main() -> None:
     from aeguard.benchmark.cells import build_detector
-    from aeguard.benchmark.images import DIGITS_RANGE, DIGITS_SHAPE, DIGITS_SOURCE, digits_task
+    from aeguard.benchmark.images import DIGITS_RANGE, digits_images
     from aeguard.core.artifact import load_artifact
     from aeguard.core.metrics import roc_auc
     from aeguard.edge.variants import export_variant
@@ -35,9 +36,7 @@ def main() -> None:
         root = Path(tmp)
         rows = []
         for digit in args.digits.split(","):
-            X, y_all, fit_rows, test_rows, _ = digits_task(DIGITS_SOURCE + digit, args.seed)
-            X_fit, X_test = (X[r].reshape(len(r), *DIGITS_SHAPE) for r in (fit_rows, test_rows))
-            y = y_all[test_rows]
+            X_fit, X_test, y = digits_images(f"digit{digit}", args.seed)
             det = build_detector(args.detector, args.seed).fit(X_fit, pixel_range=DIGITS_RANGE)
             fp32 = det.save_artifact(root / f"digit{digit}")
             int8 = export_variant(fp32, root / f"digit{digit}-int8", int8=True)
@@ -46,8 +45,10 @@ def main() -> None:
             rows.append({"task": f"digit{digit}", "roc_auc_fp32": round(auc32, 4), "roc_auc_int8": round(auc8, 4),
                          "delta": round(auc8 - auc32, 4),
                          "label_agreement": round(float(np.mean(a.label == b.label)), 4),
-                         "mask_agreement": round(float(np.mean(np.asarray(a.components["mask"])
-                                                               == np.asarray(b.components["mask"]))), 4),
+                         # the integer components (fader's mask, cbnet's class): the share of equal entries
+                         **{f"{k}_agreement": round(float(np.mean(np.asarray(a.components[k])
+                                                                  == np.asarray(b.components[k]))), 4)
+                            for k in ("mask", "class") if k in a.components},
                          "size_ratio": round(sum(f.stat().st_size for f in int8.glob("*.onnx"))
                                              / sum(f.stat().st_size for f in fp32.glob("*.onnx")), 3)})
             print(json.dumps(rows[-1]), flush=True)
