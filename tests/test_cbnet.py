@@ -183,6 +183,7 @@ def test_images_use_the_branch_classifier_and_export(tmp_path):
     X = X.astype(np.uint8)
     det = CBNetDetector(**FAST).fit(X, classes=np.repeat([0, 1], 60))
     assert type(det.model_.classifier).__name__ == "BranchClassifier"
+    assert det.model_.output.keep_fp32 and not det.model_.encoder.keep_fp32  # the wide encoder stays INT8
     noise = rng.uniform(0, 255, size=(10, 1, 12, 12)).astype(np.uint8)
     out = det.score_output(np.concatenate([X[:20], noise]))
     assert out.contrib.shape == (30, 144)
@@ -204,3 +205,19 @@ def test_training_cache_shares_training_between_component_variants(data, tmp_pat
     assert first.history_["cache"] == "miss" and hit.history_["cache"] == "hit"
     assert hit.easy_sets_ == fresh.easy_sets_
     np.testing.assert_allclose(hit.decision_function(rows), fresh.decision_function(rows), rtol=1e-6)
+
+
+def test_int8_keeps_the_converter_fp32_so_labels_survive_a_near_constant_g(tmp_path):
+    """One class (a blob): g is close to a constant map and normal rows' s_conv is far below INT8 rounding, so an
+    INT8 g would reorder them; g is declared FP32 for tables (only its output layer for images, tested above)."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((400, 6))
+    rows = np.vstack([X, rng.uniform(-5, 5, size=(40, 6))])
+    det = CBNetDetector(**FAST).fit(X)
+    assert det.classes_info_["n_classes"] == 1
+    fp32 = det.save_artifact(tmp_path / "fp32")
+    int8 = export_variant(fp32, tmp_path / "int8", int8=True)
+    assert {"model.encoder", "model.output", "model.nearest"} <= set(read_manifest(int8)["graph"]["fp32_scopes"])
+    a, b = load_artifact(fp32).score(rows), load_artifact(int8).score(rows)
+    assert (a.label == b.label).mean() > 0.99
+    np.testing.assert_allclose(b.components["s_conv"], a.components["s_conv"], rtol=1e-3, atol=1e-6)

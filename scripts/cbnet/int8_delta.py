@@ -1,4 +1,6 @@
-"""INT8 vs FP32 ROC-AUC of `cbnet` artifacts on ODDS sets (label-free fit on every row, scored on the same rows).
+"""INT8 vs FP32 ROC-AUC of `cbnet` artifacts on ODDS sets, on the benchmark's split for the seed (fit on the fit
+split, both artifacts score the test split); with `AEGUARD_TRAIN_CACHE` pointing at an ODDS benchmark's cache the
+fits are loads. Images: `scripts/fader/int8_digits.py --detector cbnet`.
 
     .venv/bin/python scripts/cbnet/int8_delta.py wbc,cardio,glass,pima,thyroid --out docs/benchmarks/cbnet_int8.json
 """
@@ -14,6 +16,7 @@ import numpy as np
 
 
 def main() -> None:
+    from aeguard.benchmark.protocol import make_split
     from aeguard.core import registry
     from aeguard.core.artifact import load_artifact
     from aeguard.core.metrics import roc_auc
@@ -30,8 +33,8 @@ def main() -> None:
         rows = []
         for name in args.datasets.split(","):
             data = np.load(Path(args.data_dir) / f"{name}.npz")
-            X, y = data["X"].astype(np.float64), data["y"].astype(int)
-            det = registry.create("cbnet", random_state=args.seed).fit(X)
+            X_fit, X, _, y = make_split(data["X"].astype(np.float64), data["y"].astype(int).ravel(), args.seed)
+            det = registry.create("cbnet", random_state=args.seed).fit(X_fit)
             fp32 = det.save_artifact(root / name)
             int8 = export_variant(fp32, root / f"{name}-int8", int8=True)
             a, b = load_artifact(fp32).score(X), load_artifact(int8).score(X)
@@ -39,9 +42,12 @@ def main() -> None:
             rows.append({"dataset": name, "roc_auc_fp32": round(auc32, 4), "roc_auc_int8": round(auc8, 4),
                          "delta": round(auc8 - auc32, 4), "class_agreement": round(float(np.mean(
                              a.components["class"] == b.components["class"])), 4),
-                         "n_classes": det.classes_info_["n_classes"]})
+                         "n_classes": det.classes_info_["n_classes"],
+                         "size_ratio": round(sum(f.stat().st_size for f in int8.glob("*.onnx"))
+                                             / sum(f.stat().st_size for f in fp32.glob("*.onnx")), 3)})
             print(rows[-1])
-    report = {"seed": args.seed, "rows": rows, "mean_delta": round(float(np.mean([r["delta"] for r in rows])), 4)}
+    report = {"seed": args.seed, "protocol": "benchmark split (make_split), test split scored", "rows": rows,
+              "mean_delta": round(float(np.mean([r["delta"] for r in rows])), 4)}
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(report["mean_delta"])
