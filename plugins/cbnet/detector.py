@@ -36,8 +36,9 @@ Fit, in order (``prepare`` then two training stages, as the spec orders them):
    an outlier. Measured on 5 ODDS sets x 2 seeds (docs/cbnet.md): mean ROC-AUC 0.735 -> 0.768.
 4. stage ``convert``: g on all hard rows plus as many easy rows of the same class (cycling), target r_c, with f
    frozen (never retrained on converted inputs).
-5. scales ``1.4826 * MAD`` (or std; zero -> 1) of s_conv, s_ent and s_input on the hold-out rows (``val_fraction``, 1/6)
-   when there are any, else on the training rows; s_ent's scale is at least 1 % of its maximum ln K.
+5. scales ``1.4826 * MAD`` (or std; zero -> 1) of s_conv, s_ent and s_input on the hold-out rows
+   (``val_fraction``, 1/6) when there are any, else on the training rows; s_ent's scale is at least 1 % of its
+   maximum ln K.
 
 Outputs: ``score``, ``contrib`` (``(y - r_c*)_j^2 / s1 + (x - r_c*)_j^2 / s3`` plus ``s_ent / s2`` spread evenly
 over the features, so they sum to the score), ``class`` (int64: the class code of the nearest prototype, i.e. the

@@ -114,7 +114,7 @@ class CBNet(nn.Module):
         self.encoder, self.output = dense_converter(converter_widths(d, self.image), relu_bottleneck=self.image)
         # FP32 in the INT8 variant: what s_conv measures is g's output against constants, at fine resolution.
         # Tables: all of g (a near-constant g leaves normal rows' s_conv ~1e-3, below INT8 rounding: measured on
-        # thyroid, INT8 g flipped 35 % of the labels and cost 0.053 ROC-AUC; INT8 gives tables no speed anyway).
+        # thyroid, INT8 g flipped 35 % of the labels and cost 0.053 ROC-AUC; INT8 buys a tiny table graph little).
         # Images: g's output layer (labels 93 -> 99 % equal on digits; the wide encoder keeps INT8's 0.28x size).
         self.output.keep_fp32 = True
         self.encoder.keep_fp32 = not self.image

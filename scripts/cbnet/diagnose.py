@@ -11,6 +11,7 @@ read for this analysis only, never by the fit).
     .venv/bin/python scripts/cbnet/diagnose.py wbc,cardio,glass,pima,thyroid --seeds 2 \
         --out docs/benchmarks/cbnet_diagnose.json
     .venv/bin/python scripts/cbnet/diagnose.py cardio --params '{"n_classes": 8}'
+    .venv/bin/python scripts/cbnet/diagnose.py digit3,digit8 --seeds 1     # digits one-class tasks, as images
     AEGUARD_TRAIN_CACHE=runs/cache .venv/bin/python scripts/cbnet/diagnose.py all --seeds 5 \
         --out docs/benchmarks/cbnet_collapse_odds.json     # every set in --data-dir; fits load from the cache
 
@@ -30,6 +31,7 @@ import numpy as np
 def main() -> None:
     import torch
 
+    from aeguard.benchmark.images import DIGITS_RANGE, digits_images
     from aeguard.benchmark.protocol import make_split
     from aeguard.core import registry
     from aeguard.core.metrics import roc_auc
@@ -46,17 +48,22 @@ def main() -> None:
     names = (sorted(p.stem for p in Path(args.data_dir).glob("*.npz")) if args.datasets == "all"
              else args.datasets.split(","))
     for name in names:
-        data = np.load(Path(args.data_dir) / f"{name}.npz")
-        X, y = data["X"].astype(np.float64), data["y"].astype(int).ravel()
         for seed in range(args.seeds):
-            X_fit, X_test, y_fit, y_test = make_split(X, y, seed)
-            det = registry.create("cbnet", random_state=seed, **params).fit(X_fit)
+            fit_kw: dict = {}
+            if name.startswith("digit"):  # the digits suite's one-class task, as images (fit split: one digit)
+                X_fit, X_test, y_test = digits_images(name, seed)
+                y_fit, fit_kw = np.zeros(len(X_fit), dtype=int), {"pixel_range": DIGITS_RANGE}
+            else:
+                data = np.load(Path(args.data_dir) / f"{name}.npz")
+                X_fit, X_test, y_fit, y_test = make_split(data["X"].astype(np.float64),
+                                                          data["y"].astype(int).ravel(), seed)
+            det = registry.create("cbnet", random_state=seed, **params).fit(X_fit, **fit_kw)
             out = det.score_output(X_test)
             m = det.model_
             with torch.no_grad():
                 z = det.standardize_(torch.from_numpy(X_test.astype(np.float32)))
                 g = m.convert(z).numpy().astype(np.float64)
-            zf = z.numpy().astype(np.float64)
+            zf = z.numpy().reshape(len(X_test), -1).astype(np.float64)
             R = m.nearest.prototypes.numpy().astype(np.float64)
             x_proto = ((zf[:, None, :] - R[None]) ** 2).sum(2).min(1)
             recon = ((g - zf) ** 2).sum(1)
