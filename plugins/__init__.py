@@ -40,7 +40,8 @@ def aeguard_detectors() -> list[DetectorRecord]:
         # g's target is a class prototype, not the input, so a mean-shifted target means nothing: no MSS
         DetectorRecord(
             name="cbnet", target="aeguard.plugins.cbnet.detector:CBNetDetector",
-            description="CBNet-style converting AE + tiny classifier: distance to the nearest prototype + entropy",
+            description=("CBNet-style converting AE + tiny classifier: distance to the nearest prototype + entropy "
+                         "+ the input's distance to its prototype"),
             modalities=("tabular", "image"), accepts_classes=True, mss_compatible=False,
         ),
         # tabular score: a per-feature sum of errors against the target (fader.md section 5), so MSS applies
