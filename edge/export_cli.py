@@ -116,6 +116,30 @@ def _score(model: Any, X: Any) -> Any:
                        probability=th.probability(score, model.calibration_), threshold=model.threshold_)
 
 
+def int8_versus_fp32(detector: Any, X_test: Any, y_test: Any, folder: Path,
+                     agree_on: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Save a fitted ``detector``'s FP32 artifact and its INT8 variant under ``folder`` and score ``X_test`` with
+    both through onnxruntime: ROC-AUC of each and their difference, the share of equal labels (FP32 threshold) and
+    of equal entries of each component named in ``agree_on`` that the detector outputs (a mask, a class), and the
+    INT8 / FP32 graph size. What the INT8 comparison scripts of one detector report (``bench-edge`` compares every
+    variant, on tables)."""
+    import numpy as np
+
+    from aeguard.core.artifact import load_artifact
+    from aeguard.core.metrics import roc_auc
+    from aeguard.edge.variants import export_variant
+
+    fp32 = detector.save_artifact(folder / "fp32")
+    int8 = export_variant(fp32, folder / "int8", int8=True)
+    a, b = load_artifact(fp32).score(X_test), load_artifact(int8).score(X_test)
+    auc32, auc8 = roc_auc(y_test, a.score), roc_auc(y_test, b.score)
+    return {"roc_auc_fp32": round(auc32, 4), "roc_auc_int8": round(auc8, 4), "delta": round(auc8 - auc32, 4),
+            "label_agreement": round(float(np.mean(a.label == b.label)), 4),
+            **{f"{k}_agreement": round(float(np.mean(np.asarray(a.components[k]) == np.asarray(b.components[k]))), 4)
+               for k in agree_on if k in a.components},
+            "size_ratio": round(_graph_bytes(int8) / _graph_bytes(fp32), 3)}
+
+
 #: the variants ``bench-edge`` compares with FP32 (``aeguard export`` options); ``int8_per_batch`` is what plain
 #: ``quantize_dynamic`` gives (one activation scale per batch, scored here in 4,096-row chunks)
 BENCH_VARIANTS: dict[str, dict[str, Any]] = {

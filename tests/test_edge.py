@@ -511,3 +511,19 @@ def test_edge_check_make_accepts_detector_specs_and_builds_an_ensemble(tmp_path:
     assert raw[f"{made[0]}/score"].shape == (50,)
     with pytest.raises(ValueError, match="n_members"):
         check_main(["make", str(tmp_path / "bad"), "--detectors", "ae(n_members=0)"])
+
+
+def test_int8_versus_fp32_reports_what_the_two_artifacts_score(table_frame, tmp_path):
+    from aeguard.core.metrics import roc_auc
+    from aeguard.edge.export_cli import int8_versus_fp32
+
+    X, _ = table_frame
+    y = (np.arange(len(X)) % 7 == 0).astype(int)
+    detector = registry.create("ae", random_state=0, **fast_params(registry.get("ae").cls)).fit(X)
+    row = int8_versus_fp32(detector, X, y, tmp_path, agree_on=("class",))  # ae has no class output
+    a, b = load_artifact(tmp_path / "fp32").score(X), load_artifact(tmp_path / "int8").score(X)
+    assert read_manifest(tmp_path / "int8")["graph"]["variant"] == "int8"
+    assert row["roc_auc_fp32"] == round(roc_auc(y, a.score), 4) and row["roc_auc_int8"] == round(roc_auc(y, b.score), 4)
+    assert abs(row["delta"] - (roc_auc(y, b.score) - roc_auc(y, a.score))) < 1e-4
+    assert row["label_agreement"] == round(float(np.mean(a.label == b.label)), 4)
+    assert "class_agreement" not in row and 0 < row["size_ratio"] < 1

@@ -18,9 +18,7 @@ import numpy as np
 def main() -> None:
     from aeguard.benchmark.protocol import make_split
     from aeguard.core import registry
-    from aeguard.core.artifact import load_artifact
-    from aeguard.core.metrics import roc_auc
-    from aeguard.edge.variants import export_variant
+    from aeguard.edge.export_cli import int8_versus_fp32
 
     parser = argparse.ArgumentParser()
     parser.add_argument("datasets")
@@ -35,16 +33,8 @@ def main() -> None:
             data = np.load(Path(args.data_dir) / f"{name}.npz")
             X_fit, X, _, y = make_split(data["X"].astype(np.float64), data["y"].astype(int).ravel(), args.seed)
             det = registry.create("cbnet", random_state=args.seed).fit(X_fit)
-            fp32 = det.save_artifact(root / name)
-            int8 = export_variant(fp32, root / f"{name}-int8", int8=True)
-            a, b = load_artifact(fp32).score(X), load_artifact(int8).score(X)
-            auc32, auc8 = roc_auc(y, a.score), roc_auc(y, b.score)
-            rows.append({"dataset": name, "roc_auc_fp32": round(auc32, 4), "roc_auc_int8": round(auc8, 4),
-                         "delta": round(auc8 - auc32, 4), "class_agreement": round(float(np.mean(
-                             a.components["class"] == b.components["class"])), 4),
-                         "n_classes": det.classes_info_["n_classes"],
-                         "size_ratio": round(sum(f.stat().st_size for f in int8.glob("*.onnx"))
-                                             / sum(f.stat().st_size for f in fp32.glob("*.onnx")), 3)})
+            rows.append({"dataset": name, **int8_versus_fp32(det, X, y, root / name, agree_on=("class",)),
+                         "n_classes": det.classes_info_["n_classes"]})
             print(rows[-1])
     report = {"seed": args.seed, "protocol": "benchmark split (make_split), test split scored", "rows": rows,
               "mean_delta": round(float(np.mean([r["delta"] for r in rows])), 4)}

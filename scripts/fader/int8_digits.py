@@ -22,9 +22,7 @@ import numpy as np
 def main() -> None:
     from aeguard.benchmark.cells import build_detector
     from aeguard.benchmark.images import DIGITS_RANGE, digits_images
-    from aeguard.core.artifact import load_artifact
-    from aeguard.core.metrics import roc_auc
-    from aeguard.edge.variants import export_variant
+    from aeguard.edge.export_cli import int8_versus_fp32
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--detector", default="fader", help="benchmark spec of an image detector")
@@ -38,19 +36,9 @@ def main() -> None:
         for digit in args.digits.split(","):
             X_fit, X_test, y = digits_images(f"digit{digit}", args.seed)
             det = build_detector(args.detector, args.seed).fit(X_fit, pixel_range=DIGITS_RANGE)
-            fp32 = det.save_artifact(root / f"digit{digit}")
-            int8 = export_variant(fp32, root / f"digit{digit}-int8", int8=True)
-            a, b = load_artifact(fp32).score(X_test), load_artifact(int8).score(X_test)
-            auc32, auc8 = roc_auc(y, a.score), roc_auc(y, b.score)
-            rows.append({"task": f"digit{digit}", "roc_auc_fp32": round(auc32, 4), "roc_auc_int8": round(auc8, 4),
-                         "delta": round(auc8 - auc32, 4),
-                         "label_agreement": round(float(np.mean(a.label == b.label)), 4),
-                         # the integer components (fader's mask, cbnet's class): the share of equal entries
-                         **{f"{k}_agreement": round(float(np.mean(np.asarray(a.components[k])
-                                                                  == np.asarray(b.components[k]))), 4)
-                            for k in ("mask", "class") if k in a.components},
-                         "size_ratio": round(sum(f.stat().st_size for f in int8.glob("*.onnx"))
-                                             / sum(f.stat().st_size for f in fp32.glob("*.onnx")), 3)})
+            # the discrete components: fader's mask, cbnet's class
+            rows.append({"task": f"digit{digit}",
+                         **int8_versus_fp32(det, X_test, y, root / f"digit{digit}", agree_on=("mask", "class"))})
             print(json.dumps(rows[-1]), flush=True)
         deltas = [r["delta"] for r in rows]
     report = {"command": "scripts/fader/int8_digits.py", "detector": args.detector, "seed": args.seed, "rows": rows,
